@@ -1,0 +1,1 @@
+"""mlet-compress: multi-layer embedding training and embedding-table compression."""
