@@ -186,10 +186,9 @@ class StreamingWriter:
             raise RuntimeError(f"StreamingWriter: got data for {name!r} out of order")
         data = chunk.detach().contiguous().cpu()
         if data.dtype == torch.bfloat16:
-            buf = data.view(torch.int16).numpy().tobytes()
-        else:
-            buf = data.numpy().tobytes()
-        self._written += len(buf)
+            data = data.view(torch.int16)
+        buf = memoryview(data.numpy()).cast("B")
+        self._written += buf.nbytes
         if self._written > self._sizes[self._i][1]:
             raise RuntimeError(f"StreamingWriter: too many bytes for {name!r}")
         self.fh.write(buf)

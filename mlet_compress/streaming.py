@@ -3,12 +3,13 @@
 A transformation is a :class:`Plan`: for some tables, the tensors to drop and the output tensors to
 produce (each a known dtype/shape plus a generator of row chunks), with the new schema entry. Every other
 tensor is copied unchanged, also in chunks. Peak memory is a few chunks, whatever the table size: input
-rows are read with positioned reads (``os.pread``) at the offsets of the safetensors header, so no
-file-backed mapping of the whole table is ever touched.
+rows are zero-copy views of a memory mapping of the file, and each chunk's pages are dropped from the
+process once it has been consumed.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,17 +27,24 @@ ChunkFn = Callable[[], Iterator[torch.Tensor]]
 
 
 class RowReader:
-    """Positioned reads of row ranges of the tensors in a safetensors file.
+    """Memory-mapped, zero-copy row ranges of the tensors in a safetensors file.
+
+    Row chunks are views into a private (copy-on-write) mapping of the file, so reading costs no extra
+    copy; :meth:`chunks` drops the pages of each chunk from the process once the consumer moves on
+    (``madvise(MADV_DONTNEED)``), so resident memory stays at about one chunk whatever the table size.
 
     Example:
         >>> with RowReader("ckpt.safetensors") as r:   # doctest: +SKIP
-        ...     rows = r.rows("emb.table", 0, 1024)
+        ...     for rows in r.chunks("emb.table", 65536):
+        ...         ...
     """
 
     def __init__(self, path: Union[str, Path]):
         self.path = Path(path)
         _, self.infos, self.data_start = read_header(self.path)
-        self._fd = os.open(str(self.path), os.O_RDONLY)
+        self._fh = open(self.path, "rb")
+        size = self.path.stat().st_size
+        self._mm = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_COPY) if size else None
 
     def __enter__(self) -> "RowReader":
         return self
@@ -45,10 +53,16 @@ class RowReader:
         self.close()
 
     def close(self) -> None:
-        """Close the file descriptor."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        """Unmap and close the file."""
+        if self._mm is not None:
+            try:
+                self._mm.close()
+            except BufferError:  # a caller still holds a view; the mapping goes when that view does
+                pass
+            self._mm = None
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
 
     def info(self, key: str) -> TensorInfo:
         """Header entry of ``key``."""
@@ -57,49 +71,53 @@ class RowReader:
         except KeyError:
             raise CheckpointError(f"{self.path}: tensor {key!r} is missing") from None
 
-    def _read(self, offset: int, nbytes: int) -> bytearray:
-        buf = bytearray(nbytes)
-        view = memoryview(buf)
-        got = 0
-        while got < nbytes:
-            n = os.preadv(self._fd, [view[got:]], self.data_start + offset + got)
-            if n <= 0:
-                raise CheckpointError(f"{self.path}: truncated while reading tensor data")
-            got += n
-        return buf
-
-    def rows(self, key: str, start: int, stop: int) -> torch.Tensor:
-        """Rows ``[start, stop)`` of tensor ``key`` (the whole tensor for 0-d tensors)."""
+    def _span(self, key: str, start: int, stop: int) -> tuple[int, int, tuple[int, ...]]:
         info = self.info(key)
         if len(info.shape) == 0:
-            start, stop, row_elems = 0, 1, 1
-        else:
-            row_elems = int(np.prod(info.shape[1:], dtype=np.int64))
-        esize = torch.empty((), dtype=info.dtype).element_size()
-        row_bytes = row_elems * esize
-        nbytes = (stop - start) * row_bytes
-        shape = (stop - start, *info.shape[1:]) if info.shape else ()
-        if nbytes == 0:
+            return self.data_start + info.begin, info.nbytes, ()
+        row_elems = int(np.prod(info.shape[1:], dtype=np.int64))
+        row_bytes = row_elems * torch.empty((), dtype=info.dtype).element_size()
+        return self.data_start + info.begin + start * row_bytes, (stop - start) * row_bytes, (stop - start, *info.shape[1:])
+
+    def rows(self, key: str, start: int, stop: int) -> torch.Tensor:
+        """Rows ``[start, stop)`` of tensor ``key`` as a view of the mapping (the whole tensor if 0-d)."""
+        info = self.info(key)
+        offset, nbytes, shape = self._span(key, start, stop)
+        if nbytes == 0 or self._mm is None:
             return torch.empty(shape, dtype=info.dtype)
-        buf = self._read(info.begin + start * row_bytes, nbytes)
-        return torch.frombuffer(buf, dtype=info.dtype).reshape(shape)
+        u8 = np.frombuffer(self._mm, dtype=np.uint8, count=nbytes, offset=offset)
+        return torch.from_numpy(u8).view(info.dtype).reshape(shape)
+
+    def release(self, key: str, start: int, stop: int) -> None:
+        """Drop the pages of rows ``[start, stop)`` from this process (they stay in the page cache)."""
+        if self._mm is None or not hasattr(self._mm, "madvise"):
+            return
+        offset, nbytes, _ = self._span(key, start, stop)
+        page = mmap.PAGESIZE
+        a = (offset // page) * page
+        b = offset + nbytes
+        if b > a:
+            self._mm.madvise(mmap.MADV_DONTNEED, a, b - a)
 
     def full(self, key: str) -> torch.Tensor:
-        """The whole tensor ``key`` (use for small tensors such as projections)."""
+        """A copy of the whole tensor ``key`` (use for small tensors such as projections)."""
         info = self.info(key)
-        return self.rows(key, 0, info.shape[0] if info.shape else 1)
+        return self.rows(key, 0, info.shape[0] if info.shape else 1).clone()
 
     def chunks(self, key: str, chunk_rows: int) -> Iterator[torch.Tensor]:
-        """Successive row chunks of ``key`` (bytes-bounded: ``chunk_rows`` rows at most)."""
+        """Successive row-chunk views of ``key`` (at most ``chunk_rows`` rows), released after use."""
         info = self.info(key)
         if not info.shape:
-            yield self.rows(key, 0, 1)
+            yield self.full(key)
             return
         n = info.shape[0]
-        for a in range(0, n, chunk_rows):
-            yield self.rows(key, a, min(n, a + chunk_rows))
         if n == 0:
             yield self.rows(key, 0, 0)
+            return
+        for a in range(0, n, chunk_rows):
+            b = min(n, a + chunk_rows)
+            yield self.rows(key, a, b)
+            self.release(key, a, b)
 
 
 @dataclass

@@ -88,11 +88,11 @@ class _MLETMixin:
         self.table.copy_(table.to(self.table.dtype))
 
     def effective_weight(self, dtype: torch.dtype = torch.float32) -> Tensor:
-        """The n×d table ``table @ proj.T`` computed in float64, cast to ``dtype`` (what :func:`collapse` stores)."""
-        from ..ops.collapse import collapse_rows
+        """The n×d table ``table @ proj.T`` computed in at least fp32, cast to ``dtype`` (what :func:`collapse` stores)."""
+        from ..ops.collapse import collapse_weight
 
         with torch.no_grad():
-            return collapse_rows(self.table, self.proj, dtype)
+            return collapse_weight(self.table, self.proj, dtype)
 
     def _project(self, rows: Tensor) -> Tensor:
         return rows @ self.proj.T

@@ -9,22 +9,22 @@ from torch import Tensor
 
 from ..errors import NumericalError
 
+# BLAS picks other kernels (other summation orders) for very short matrices; padding every product to
+# at least this many rows makes each row's result independent of how the table is chunked, so a
+# streamed checkpoint collapse is bit-identical to a module-level collapse.
+MIN_GEMM_ROWS = 64
+
 
 def accumulation_dtype(*dtypes: torch.dtype) -> torch.dtype:
-    """The dtype products are computed in: float64.
-
-    Accumulating in float64 and rounding once makes the result independent of how rows are chunked
-    (BLAS kernels sum in different orders for different shapes), so a streamed checkpoint collapse is
-    bit-identical to a module-level collapse.
-    """
-    out = torch.float64
+    """The dtype products are computed in: the widest of the inputs, never below float32."""
+    out = torch.float32
     for d in dtypes:
         out = torch.promote_types(out, d)
     return out
 
 
 def collapse_rows(table_rows: Tensor, proj: Tensor, out_dtype: Optional[torch.dtype] = None) -> Tensor:
-    """``table_rows @ proj.T`` computed in float64, cast to ``out_dtype`` (default: the table's dtype).
+    """``table_rows @ proj.T`` computed in at least fp32, cast to ``out_dtype`` (default: the table's dtype).
 
     Args:
         table_rows: c×k rows of the MLET table.
@@ -32,7 +32,7 @@ def collapse_rows(table_rows: Tensor, proj: Tensor, out_dtype: Optional[torch.dt
         out_dtype: dtype of the result.
 
     Returns:
-        c×d rows of the collapsed table.
+        c×d rows of the collapsed table; each row's value does not depend on ``c``.
 
     Example:
         >>> collapse_rows(torch.ones(2, 3), torch.ones(4, 3)).shape
@@ -43,12 +43,34 @@ def collapse_rows(table_rows: Tensor, proj: Tensor, out_dtype: Optional[torch.dt
             f"table rows have inner dim {table_rows.shape[-1]} but the projection is {tuple(proj.shape)} (d×k)"
         )
     acc = accumulation_dtype(table_rows.dtype, proj.dtype)
-    out = table_rows.to(acc) @ proj.to(acc).T
+    rows = table_rows.to(acc)
+    c = rows.shape[0]
+    if c < MIN_GEMM_ROWS:
+        rows = torch.cat([rows, rows.new_zeros(MIN_GEMM_ROWS - c, rows.shape[1])])
+    out = (rows @ proj.to(acc).T)[:c]
     return out.to(out_dtype or table_rows.dtype)
+
+
+def collapse_weight(table: Tensor, proj: Tensor, out_dtype: Optional[torch.dtype] = None, chunk_rows: int = 65536) -> Tensor:
+    """The whole n×d collapsed table, computed chunk by chunk with :func:`collapse_rows`."""
+    n = table.shape[0]
+    out = torch.empty(n, proj.shape[0], dtype=out_dtype or table.dtype, device=table.device)
+    for a in range(0, n, chunk_rows):
+        out[a : a + chunk_rows] = collapse_rows(table[a : a + chunk_rows], proj, out.dtype)
+    return out
+
+
+def all_finite(t: Tensor) -> bool:
+    """True when ``t`` holds no NaN/Inf (a cheap sum first; the exact check only if the sum is not finite)."""
+    if not t.is_floating_point() or t.numel() == 0:
+        return True
+    if bool(torch.isfinite(t.sum(dtype=torch.float64))):
+        return True
+    return bool(torch.isfinite(t).all())
 
 
 def check_finite(t: Tensor, what: str) -> None:
     """Raise :class:`NumericalError` naming ``what`` when ``t`` holds NaN or Inf."""
-    if t.is_floating_point() and not torch.isfinite(t).all():
+    if not all_finite(t):
         n_bad = int((~torch.isfinite(t)).sum())
         raise NumericalError(f"{what} holds {n_bad} NaN/Inf value(s); refusing to produce a broken table")
