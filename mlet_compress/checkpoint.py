@@ -174,6 +174,17 @@ def _fold_aliased_tables(tables: dict[str, dict], aliases: dict[str, str]) -> No
             if target is not None and target != name and target in tables:
                 tables[target].setdefault("aliases", []).append(name)
                 del tables[name]
+    # alias keys of a table's tensors under another module name make that name an alias of the table
+    for alias_key, key in aliases.items():
+        name = owner.get(key)
+        if name is None or name not in tables or not key.startswith(name + "."):
+            continue
+        suffix = key[len(name):]
+        if alias_key.endswith(suffix):
+            alias_mod = alias_key[: -len(suffix)]
+            known = tables[name].setdefault("aliases", [])
+            if alias_mod not in tables and alias_mod not in known:
+                known.append(alias_mod)
 
 
 def build_metadata(tables: dict, aliases: dict, model_info: Optional[dict], extra: Optional[dict]) -> dict[str, str]:

@@ -150,6 +150,8 @@ class Plan:
 def resolve_output(src: Union[str, Path], dst: Optional[Union[str, Path]], suffix: str, force: bool) -> Path:
     """Default output ``<stem>.<suffix>.safetensors`` beside ``src``; refuse to clobber the input or an existing file."""
     src = Path(src)
+    if not src.exists():
+        raise CheckpointError(f"{src}: no such file")
     if dst is None:
         stem = src.name[: -len(".safetensors")] if src.name.endswith(".safetensors") else src.stem
         dst = src.with_name(f"{stem}.{suffix}.safetensors")

@@ -55,6 +55,7 @@ def _make_mlet(name: str, mod: nn.Module, k: int, cfg: MLETConfig) -> nn.Module:
         new = MLETEmbedding(n, d, k, **common)
     if cfg.preserve_function:
         new.init_from_weight(w.detach(), cfg.init_std)
+    new.stage_chain = list(getattr(mod, "stage_chain", [])) + [{"stage": "mlet", "inner_dim": k}]
     # Remember the replaced module's class and options so collapse restores exactly that architecture.
     new._mlet_origin = {  # type: ignore[attr-defined]
         "cls": type(mod),
@@ -154,7 +155,9 @@ def collapsed_module(mod: nn.Module) -> nn.Module:
         kwargs["original_num_embeddings"] = origin.get("original_num_embeddings") or n
     elif cls is None or not issubclass(cls, EMBEDDING_KINDS) or cls in (HashedEmbedding, HashedEmbeddingBag):
         cls = nn.EmbeddingBag if is_bag else nn.Embedding
-    return cls(n, d, **kwargs)
+    plain = cls(n, d, **kwargs)
+    plain.stage_chain = list(getattr(mod, "stage_chain", [])) + [{"stage": "collapse"}]
+    return plain
 
 
 def _check_equivalent(name: str, mlet: nn.Module, plain: nn.Module, probe_rows: int) -> None:
