@@ -18,7 +18,9 @@ from torch import nn
 
 from .errors import CheckpointError
 from .layers._base import module_options
+from .layers.lowrank import LowRankEmbedding, LowRankEmbeddingBag
 from .layers.mlet import MLETEmbedding, MLETEmbeddingBag
+from .layers.quantized import QuantizedEmbedding, QuantizedEmbeddingBag
 from .safetensors_io import atomic_path, dtype_name, read_header
 
 META_KEY = "mlet_compress"
@@ -42,12 +44,6 @@ def _stages(mod: nn.Module) -> list[dict]:
 
 def describe_module(name: str, mod: nn.Module) -> Optional[dict]:
     """The schema entry of one embedding module, or ``None`` when ``mod`` is not an embedding table."""
-    try:  # TEMP until stage layers land
-        from .layers.lowrank import LowRankEmbedding, LowRankEmbeddingBag
-        from .layers.quantized import QuantizedEmbedding, QuantizedEmbeddingBag
-    except ImportError:
-        class LowRankEmbedding: pass
-        LowRankEmbeddingBag = QuantizedEmbedding = QuantizedEmbeddingBag = LowRankEmbedding
 
     bag_kinds = (nn.EmbeddingBag, MLETEmbeddingBag, LowRankEmbeddingBag, QuantizedEmbeddingBag)
     p = f"{name}." if name else ""

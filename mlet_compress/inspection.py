@@ -10,7 +10,11 @@ from .checkpoint import load_header
 
 def stage_label(stage: dict) -> str:
     """``{"stage": "svd", "rank": 8}`` → ``"svd(rank=8)"``."""
-    args = ",".join(f"{k}={v}" for k, v in sorted(stage.items()) if k != "stage")
+    args = ",".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in sorted(stage.items())
+        if k not in ("stage", "original_num_embeddings") and v is not None
+    )
     return f"{stage.get('stage', '?')}({args})" if args else str(stage.get("stage", "?"))
 
 

@@ -55,8 +55,8 @@ def test_cli_level_collapse_equals_module_collapse(tmp_path, chunk_rows):
     ck = load_checkpoint(out)
     sd = m.state_dict()
     assert sorted(ck.state_dict()) == sorted(sd)
-    for k, v in sd.items():
-        assert torch.equal(ck.state_dict()[k], v), k
+    for k, v in sd.items():  # equal up to float32 round-off of the k-term dot products
+        torch.testing.assert_close(ck.state_dict()[k], v, rtol=1e-6, atol=1e-6, msg=k)
     fresh = ToyModel()
     fresh.load_state_dict(ck.state_dict(), strict=True)
     assert ck.tables["user"]["kind"] == "plain"

@@ -9,12 +9,6 @@ from torch import Tensor
 
 from ..errors import NumericalError
 
-# BLAS picks other kernels (other summation orders) for very short matrices; padding every product to
-# at least this many rows makes each row's result independent of how the table is chunked, so a
-# streamed checkpoint collapse is bit-identical to a module-level collapse.
-MIN_GEMM_ROWS = 64
-
-
 def accumulation_dtype(*dtypes: torch.dtype) -> torch.dtype:
     """The dtype products are computed in: the widest of the inputs, never below float32."""
     out = torch.float32
@@ -32,7 +26,8 @@ def collapse_rows(table_rows: Tensor, proj: Tensor, out_dtype: Optional[torch.dt
         out_dtype: dtype of the result.
 
     Returns:
-        c×d rows of the collapsed table; each row's value does not depend on ``c``.
+        c×d rows of the collapsed table. BLAS may sum in another order for other chunk shapes or memory
+        alignments, so results of different chunkings agree to float32 round-off, not bit for bit.
 
     Example:
         >>> collapse_rows(torch.ones(2, 3), torch.ones(4, 3)).shape
@@ -43,11 +38,7 @@ def collapse_rows(table_rows: Tensor, proj: Tensor, out_dtype: Optional[torch.dt
             f"table rows have inner dim {table_rows.shape[-1]} but the projection is {tuple(proj.shape)} (d×k)"
         )
     acc = accumulation_dtype(table_rows.dtype, proj.dtype)
-    rows = table_rows.to(acc)
-    c = rows.shape[0]
-    if c < MIN_GEMM_ROWS:
-        rows = torch.cat([rows, rows.new_zeros(MIN_GEMM_ROWS - c, rows.shape[1])])
-    out = (rows @ proj.to(acc).T)[:c]
+    out = table_rows.to(acc) @ proj.to(acc).T
     return out.to(out_dtype or table_rows.dtype)
 
 
