@@ -24,13 +24,20 @@ app = typer.Typer(
 )
 
 # --- command registration (one module per command) -------------------------------------------
+from . import benchmark as _benchmark  # noqa: E402
 from . import collapse as _collapse  # noqa: E402
+from . import convert as _convert  # noqa: E402
 from . import inspect_cmd as _inspect  # noqa: E402
+from . import stages_cmds as _stages  # noqa: E402
 from . import train as _train  # noqa: E402
 from . import eval_cmd as _eval  # noqa: E402
 
 app.command("collapse")(_collapse.collapse_cmd)
 app.command("inspect")(_inspect.inspect_cmd)
+app.command("convert")(_convert.convert_cmd)
+app.command("svd")(_stages.svd_cmd)
+app.command("quantize")(_stages.quantize_cmd)
+app.command("benchmark")(_benchmark.benchmark_cmd)
 app.command("train")(_train.train_cmd)
 app.command("eval")(_eval.eval_cmd)
 # --- end of command registration -------------------------------------------------------------

@@ -20,15 +20,23 @@ from .ckpt_collapse import collapse_checkpoint
 from .config import HashConfig, LowRankConfig, MLETConfig, QuantConfig
 from .errors import CheckpointError, ConfigError, DataError, MLETError, NumericalError, TargetingError
 from .inspection import inspect_checkpoint
+from .ckpt_stages import quantize_checkpoint, svd_checkpoint
 from .layers.hashed import HashedEmbedding, HashedEmbeddingBag
+from .layers.lowrank import LowRankEmbedding, LowRankEmbeddingBag
 from .layers.mlet import MLETEmbedding, MLETEmbeddingBag
+from .layers.quantized import QuantizedEmbedding, QuantizedEmbeddingBag
+from .lookup import load_lookup_modules, load_model_state, reconstruct
+from .stages import compress_
 from .wrap import collapse, wrap
 
 __all__ = [
     "__version__",
     "MLETConfig", "LowRankConfig", "QuantConfig", "HashConfig",
-    "wrap", "collapse",
-    "save_checkpoint", "load_checkpoint", "Checkpoint", "describe_model", "collapse_checkpoint", "inspect_checkpoint",
+    "wrap", "collapse", "compress_",
+    "save_checkpoint", "load_checkpoint", "Checkpoint", "describe_model", "inspect_checkpoint",
+    "collapse_checkpoint", "svd_checkpoint", "quantize_checkpoint",
+    "reconstruct", "load_lookup_modules", "load_model_state",
     "MLETEmbedding", "MLETEmbeddingBag", "HashedEmbedding", "HashedEmbeddingBag",
+    "LowRankEmbedding", "LowRankEmbeddingBag", "QuantizedEmbedding", "QuantizedEmbeddingBag",
     "MLETError", "ConfigError", "TargetingError", "CheckpointError", "NumericalError", "DataError",
 ]

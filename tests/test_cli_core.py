@@ -71,3 +71,19 @@ def test_import_does_not_pull_cli_dependencies():
 def test_cli_is_not_a_top_level_package():
     r = subprocess.run([sys.executable, "-c", "import cli"], capture_output=True, text=True, cwd="/")
     assert r.returncode != 0
+
+
+def test_every_subpackage_is_packaged():
+    """pyproject lists packages explicitly (the cli/ folder is mapped to mlet_compress.cli): keep it complete."""
+    import pathlib
+
+    import pytest
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"mlet_compress.cli"} | {
+        ".".join(p.parent.relative_to(root).parts) for p in (root / "mlet_compress").rglob("__init__.py")
+    }
+    assert found == listed

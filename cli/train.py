@@ -1,0 +1,253 @@
+"""``mlet-compress train``: train a CTR model with single-layer or MLET embeddings (or compare them)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from mlet_compress.errors import ConfigError
+from mlet_compress.train import DataSpec, TrainCallback, TrainConfig, compare, train
+from mlet_compress.training.outputs import CONFIG_FILE, default_run_dir, jsonable, read_json
+
+from ._common import err, out
+
+
+class RichProgress(TrainCallback):
+    """Training progress on stderr: a bar with loss and samples/s (on a terminal) plus one line per epoch."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} samples/s"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal,
+        )
+        self.task: Optional[int] = None
+        self.name = ""
+
+    def __enter__(self) -> "RichProgress":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def on_run_start(self, name: str, total_steps: int) -> None:  # noqa: D102
+        self.name = name
+        self.task = self.progress.add_task(name, total=total_steps, loss="-", rate="-")
+
+    def on_step(self, step: int, loss: float, samples_per_s: float) -> None:  # noqa: D102
+        if self.task is not None:
+            self.progress.update(self.task, completed=step, loss=f"{loss:.4f}", rate=f"{samples_per_s:,.0f}")
+
+    def on_epoch_end(self, epoch: int, record: dict[str, Any]) -> None:  # noqa: D102
+        val = record.get("val") or {}
+        tail = f", val AUC {val['auc']:.4f}, val LogLoss {val['logloss']:.4f}" if "auc" in val else ""
+        self.progress.console.print(
+            f"[dim]{self.name}[/] epoch {epoch}: train loss {record['train_loss']:.4f}{tail} ({record['seconds']:.1f}s)"
+        )
+
+    def on_run_end(self, name: str, metrics: dict[str, Any]) -> None:  # noqa: D102
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+            self.task = None
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def _signed(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:+.4f}"
+
+
+def print_run(metrics: dict[str, Any], out_dir: Optional[Path]) -> None:
+    """The end-of-run summary table."""
+    t = Table(title=f"{metrics['model']} · {metrics['variant']}")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    rows = [
+        ("test AUC", metrics["test"].get("auc")), ("test LogLoss", metrics["test"].get("logloss")),
+        ("test PR-AUC", metrics["test"].get("pr_auc")), ("Set A PR-AUC (most frequent 10%)", metrics["set_a"].get("pr_auc")),
+        ("Set B PR-AUC (least frequent 10%)", metrics["set_b"].get("pr_auc")),
+        (f"val {'AUC' if metrics['select'] == 'auc' else 'LogLoss'} (selected epoch {metrics['selected_epoch']}/{metrics['epochs_run']})",
+         metrics["val"].get(metrics["select"])),
+        ("embedding params, training", metrics["params"]["embedding_training"]),
+        ("embedding params, inference", metrics["params"]["embedding_inference"]),
+    ]
+    for name, value in rows:
+        t.add_row(name, _fmt(value))
+    out.print(t)
+    if out_dir is not None:
+        err.print(f"wrote {out_dir}/ (model.safetensors, metrics.json, config.json)")
+
+
+def print_compare(res: Any) -> None:
+    """Single-layer vs MLET side by side (one column per variant, then MLET's deltas)."""
+    rows, summ = res.rows, res.summary
+    t = Table(title="single-layer vs MLET (same data, same seed)")
+    t.add_column("metric")
+    for r in rows:
+        label = r["variant"] + (" *" if r["variant"] == summ["best_variant"] and len(rows) > 2 else "")
+        t.add_column(label, justify="right")
+    tuned = len(rows) > 2
+    t.add_column("Δ MLET vs paper baseline" if tuned else "Δ MLET − single", justify="right")
+    if tuned:
+        t.add_column("Δ MLET vs best baseline", justify="right")
+    spec = [("test AUC", "auc"), ("test LogLoss", "logloss"), ("test PR-AUC", "pr_auc"),
+            ("Set A PR-AUC", "set_a_pr_auc"), ("Set B PR-AUC", "set_b_pr_auc"),
+            (f"val {'AUC' if summ['select'] == 'auc' else 'LogLoss'} (selects epoch)", "val_score"), ("selected epoch", "selected_epoch"),
+            ("emb params (train)", "emb_params_training"), ("emb params (infer)", "emb_params_inference")]
+    for name, key in spec:
+        cells = [_fmt(r[key]) for r in rows]
+        extra = [_signed(summ["vs_paper"].get(key)) if key in summ["vs_paper"] else ""]
+        if tuned:
+            extra.append(_signed(summ["vs_best"].get(key)) if key in summ["vs_best"] else "")
+        t.add_row(name, *cells, *extra)
+    out.print(t)
+    if tuned:
+        out.print(f"* best single-layer baseline on validation {summ['select']}: {summ['best_variant']}")
+    if res.out_dir is not None:
+        err.print(f"wrote {res.out_dir}/ (compare.json and one run directory per variant)")
+
+
+def _csv(value: Optional[str]) -> Optional[list[str]]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def train_cmd(
+    model: str = typer.Option("dlrm", "--model", help="dlrm, wdl, deepfm, xdeepfm, dcn, autoint or nfm."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Data file/folder. Omit to train on the synthetic default."),
+    format: Optional[str] = typer.Option(None, "--format", help="criteo, avazu, movielens, libfm or csv (needed with --data)."),
+    label: Optional[str] = typer.Option(None, "--label", help="csv: label column."),
+    categorical: Optional[str] = typer.Option(None, "--categorical", help="csv: comma-separated categorical columns."),
+    numeric: Optional[str] = typer.Option(None, "--numeric", help="csv: comma-separated numeric columns."),
+    val_data: Optional[Path] = typer.Option(None, "--val-data", help="Separate validation file (same format)."),
+    test_data: Optional[Path] = typer.Option(None, "--test-data", help="Separate test file (same format)."),
+    min_freq: int = typer.Option(1, "--min-freq", min=1, help="Rarer categories map to the field's OOV id."),
+    split_seed: int = typer.Option(0, "--split-seed", help="Seed of the data split (and synthetic generator)."),
+    skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Skip and count malformed rows."),
+    rows: Optional[int] = typer.Option(None, "--rows", min=1000, help="Synthetic default only: number of rows generated."),
+    dim: int = typer.Option(16, "--dim", min=1, help="Embedding dimension d (at inference)."),
+    mlet_k: int = typer.Option(64, "--mlet-k", min=0, help="MLET inner dimension k; 0 = single-layer tables."),
+    init_std: Optional[float] = typer.Option(None, "--init-std", help="MLET projection init std (paper: 0.25 DLRM, 0.5 others)."),
+    hash_ratio: Optional[float] = typer.Option(None, "--hash-ratio", help="Hash tables (>= 1000 rows) to this fraction of rows."),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd or adagrad (paper: SGD for DLRM, Adagrad others)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (paper: 0.2 SGD, 0.02 Adagrad)."),
+    emb_lr_mult: float = typer.Option(1.0, "--emb-lr-mult", help="Learning-rate multiplier of the embedding parameters."),
+    batch_size: int = typer.Option(128, "--batch-size", min=1, help="Global mini-batch size."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Maximum epochs (default 1, the paper's)."),
+    patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Early-stop after P epochs without val improvement (default 2)."),
+    select: str = typer.Option("auc", "--select", help="Validation metric that selects the epoch: auc or logloss."),
+    seed: int = typer.Option(0, "--seed", help="Training seed."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>)."),
+    force: bool = typer.Option(False, "--force", help="Write into a non-empty --out."),
+    keep_factors: bool = typer.Option(False, "--keep-factors", help="Also save the uncollapsed MLET factors."),
+    do_compare: bool = typer.Option(False, "--compare", help="Train single-layer and MLET and print them side by side."),
+    tune_baseline: bool = typer.Option(False, "--tune-baseline", help="With --compare: also tune the baseline's embedding lr."),
+    emb_lr_mults: str = typer.Option("1,4,10", "--emb-lr-mults", help="Embedding-lr multipliers for --tune-baseline."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory (model + optimizer state)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Cap on steps per epoch (smoke tests)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: torch's choice)."),
+    as_json: bool = typer.Option(False, "--json", help="Print metrics.json (or compare.json) to stdout instead of tables."),
+) -> None:
+    """Train a CTR model on a dataset (or the synthetic default) and save an inference-ready checkpoint.
+
+    MLET (--mlet-k > 0) trains each embedding table as an n×k table times a k→d projection and
+    collapses it to n×d when saving, so the saved model has the plain architecture. --compare
+    trains single-layer and MLET on the same data and seed; --tune-baseline adds single-layer models
+    with raised embedding learning rates and compares MLET with the best of them on validation.
+    Runs under `torchrun --nproc-per-node N` with DDP (rank 0 writes).
+
+    Examples:
+
+        mlet-compress train --compare
+
+        mlet-compress train --model deepfm --data ../shared/data/avazu_sample/avazu_train_first8999.csv --format avazu --dim 8 --epochs 5 --out runs/avazu
+    """
+    try:
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+        if resume is not None:
+            saved = read_json(resume / CONFIG_FILE).get("train_config")
+            if not saved:
+                raise ConfigError(f"{resume}/{CONFIG_FILE} has no train_config; is {resume} a training run directory?")
+            cfg = TrainConfig.from_dict(saved)
+            cfg.epochs = epochs or cfg.epochs
+            cfg.patience = patience if patience is not None else cfg.patience
+            with RichProgress() as cb:
+                res = train(cfg, out=resume, resume=True, callback=cb)
+            _report_run(res.metrics, res.out_dir, as_json)
+            return
+        if data is not None and not format:
+            raise ConfigError("--data needs --format (criteo, avazu, movielens, libfm or csv)")
+        spec = DataSpec(
+            path=str(data.resolve()) if data else None, format=format or "synthetic", label=label,
+            categorical=_csv(categorical), numeric=_csv(numeric),
+            val_data=str(val_data.resolve()) if val_data else None, test_data=str(test_data.resolve()) if test_data else None,
+            min_freq=min_freq, seed=split_seed, skip_bad_rows=skip_bad_rows,
+            synthetic={"num_rows": rows} if rows is not None and data is None else None,
+        )
+        if rows is not None and data is not None:
+            raise ConfigError("--rows sizes the synthetic default; drop it when passing --data")
+        cfg = TrainConfig(
+            model=model.lower(), dim=dim, mlet_k=mlet_k, init_std=init_std, hash_ratio=hash_ratio,
+            optimizer=optimizer.lower() if optimizer else None, lr=lr, emb_lr_mult=emb_lr_mult, batch_size=batch_size,
+            epochs=epochs or 1, patience=patience if patience is not None else 2, select=select, seed=seed,
+            keep_factors=keep_factors, max_steps_per_epoch=max_steps, device=device, data=spec,
+        )
+        if tune_baseline and not do_compare:
+            raise ConfigError("--tune-baseline only applies to --compare; add --compare")
+        target = out_dir or default_run_dir()
+        with RichProgress() as cb:
+            if do_compare:
+                mults = [float(m) for m in _csv(emb_lr_mults) or []] if tune_baseline else None
+                res = compare(cfg, emb_lr_mults=mults, out=target, force=force, callback=cb)
+            else:
+                res = train(cfg, out=target, force=force, callback=cb)
+        if do_compare and _is_main():
+            if as_json:
+                print(json.dumps(jsonable(res.to_dict()), indent=2))
+            else:
+                print_compare(res)
+        elif not do_compare:
+            _report_run(res.metrics, res.out_dir, as_json)
+
+    finally:
+        _finish_distributed()
+
+def _finish_distributed() -> None:
+    """Leave the torchrun process group cleanly (no-op outside torchrun)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _is_main() -> bool:
+    """False on DDP ranks other than 0 (only rank 0 prints)."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)
+
+
+def _report_run(metrics: dict[str, Any], out_dir: Optional[Path], as_json: bool) -> None:
+    if not _is_main():
+        return
+    if as_json:
+        print(json.dumps(jsonable(metrics), indent=2))
+    else:
+        print_run(metrics, out_dir)

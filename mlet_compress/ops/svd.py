@@ -1,0 +1,343 @@
+"""Truncated SVD of an embedding table through its Gram matrix (Eckart–Young), streaming in row chunks.
+
+For a table ``W`` (n×d, n ≫ d) the right singular vectors and singular values are the eigenvectors and
+square roots of the eigenvalues of ``G = WᵀW`` (d×d). ``G`` is accumulated in float64 over row chunks, so
+the table can be a memory-mapped / positioned-read checkpoint tensor and memory stays O(d² + chunk).
+The best rank-r approximation (Frobenius and spectral norms) is ``W V_r V_rᵀ``: factors
+``A = W V_r`` (n×r) and ``B = V_rᵀ`` (r×d), with squared error ``Σ_{i≥r} σ_i²``.
+
+A table is given either as a tensor or as ``read_rows(start, stop) -> Tensor`` plus ``num_rows``;
+:func:`as_row_reader` normalises both (``ops.quant`` uses it too).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional, Union
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError, NumericalError
+
+ReadRows = Callable[[int, int], Tensor]
+TableLike = Union[Tensor, ReadRows]
+DEFAULT_CHUNK_ROWS = 65536
+
+
+# --------------------------------------------------------------------------------------------- readers
+def as_row_reader(table: TableLike, num_rows: Optional[int] = None, *, name: str = "table") -> tuple[ReadRows, int]:
+    """Normalise a 2-D tensor or a ``read_rows(start, stop)`` callable into ``(read_rows, num_rows)``.
+
+    Args:
+        table: an n×d floating tensor, or a callable returning rows ``[start, stop)`` of one.
+        num_rows: required with a callable; must match the tensor's row count otherwise.
+        name: the table's name, used in error messages.
+
+    Returns:
+        ``(read_rows, num_rows)``.
+
+    Raises:
+        ConfigError: not 2-D, not floating point, 0 rows, or ``num_rows`` missing/mismatched.
+
+    Example:
+        >>> read, n = as_row_reader(torch.zeros(5, 3)); read(1, 3).shape, n
+        (torch.Size([2, 3]), 5)
+    """
+    if isinstance(table, Tensor):
+        if table.dim() != 2:
+            raise ConfigError(f"{name}: expected a 2-D table (rows × dim), got shape {tuple(table.shape)}")
+        check_float(table, name)
+        if num_rows is not None and num_rows != table.shape[0]:
+            raise ConfigError(f"{name}: num_rows={num_rows} but the tensor has {table.shape[0]} rows; drop num_rows")
+        num_rows = table.shape[0]
+        data = table.detach()
+        read: ReadRows = lambda start, stop: data[start:stop]  # noqa: E731
+    elif callable(table):
+        if num_rows is None:
+            raise ConfigError(f"{name}: a read_rows callable needs num_rows=<row count>")
+        read = table
+    else:
+        raise ConfigError(f"{name}: expected a tensor or a read_rows(start, stop) callable, got {type(table).__name__}")
+    if int(num_rows) <= 0:
+        raise ConfigError(f"{name}: table has {num_rows} rows; nothing to compress")
+    return read, int(num_rows)
+
+
+def check_float(t: Tensor, name: str) -> None:
+    """Raise :class:`ConfigError` unless ``t`` is a real floating-point tensor."""
+    if not t.is_floating_point():
+        raise ConfigError(f"{name}: dtype {t.dtype} is not floating point; only float tables can be compressed")
+
+
+def iter_chunks(read: ReadRows, num_rows: int, chunk_rows: int, *, name: str = "table",
+                dim: Optional[int] = None) -> Iterator[tuple[int, int, Tensor]]:
+    """Yield ``(start, stop, rows)`` over ``[0, num_rows)``, checking each chunk's shape and dtype."""
+    if int(chunk_rows) <= 0:
+        raise ConfigError(f"{name}: chunk_rows={chunk_rows} must be positive")
+    for start in range(0, num_rows, chunk_rows):
+        stop = min(num_rows, start + chunk_rows)
+        rows = read(start, stop)
+        if not isinstance(rows, Tensor) or rows.dim() != 2 or rows.shape[0] != stop - start:
+            got = tuple(rows.shape) if isinstance(rows, Tensor) else type(rows).__name__
+            raise ConfigError(f"{name}: read_rows({start}, {stop}) returned {got}, expected {stop - start} rows × dim")
+        if rows.shape[1] == 0:
+            raise ConfigError(f"{name}: rows have 0 columns; nothing to compress")
+        if dim is not None and rows.shape[1] != dim:
+            raise ConfigError(f"{name}: rows {start}:{stop} have dim {rows.shape[1]}, expected {dim}")
+        check_float(rows, name)
+        yield start, stop, rows
+
+
+def raise_nonfinite(rows: Tensor, start: int, name: str) -> None:
+    """Raise :class:`NumericalError` naming the first row of ``rows`` (offset ``start``) holding NaN/Inf."""
+    bad = ~torch.isfinite(rows).all(dim=1)
+    first = int(bad.nonzero()[0, 0]) if bad.any() else 0
+    n_bad = int((~torch.isfinite(rows)).sum())
+    raise NumericalError(
+        f"{name}: row {start + first} holds NaN/Inf ({n_bad} non-finite value(s) in rows {start}:{start + rows.shape[0]}); "
+        "fix or drop the table before compressing it"
+    )
+
+
+# --------------------------------------------------------------------------------------------- gram / svd
+def gram_matrix(table: TableLike, num_rows: Optional[int] = None, dim: Optional[int] = None, *,
+                chunk_rows: int = DEFAULT_CHUNK_ROWS, name: str = "table") -> Tensor:
+    """``WᵀW`` in float64, accumulated over row chunks.
+
+    Args:
+        table: n×d tensor or ``read_rows(start, stop)`` callable (any float dtype).
+        num_rows: row count (required with a callable).
+        dim: expected row width (checked when given).
+        chunk_rows: rows read per step; memory is O(chunk_rows·d + d²).
+        name: table name for error messages.
+
+    Returns:
+        d×d float64 symmetric positive semi-definite matrix.
+
+    Raises:
+        ConfigError: bad table (not float, 0 rows, ragged chunks).
+        NumericalError: a row holds NaN/Inf (the message names the first such row).
+
+    Example:
+        >>> gram_matrix(torch.eye(3)).diag().tolist()
+        [1.0, 1.0, 1.0]
+    """
+    read, n = as_row_reader(table, num_rows, name=name)
+    gram: Optional[Tensor] = None
+    for start, _, rows in iter_chunks(read, n, chunk_rows, name=name, dim=dim):
+        r64 = rows.to(torch.float64)
+        part = r64.T @ r64
+        # squares never cancel, so a NaN/Inf anywhere in the chunk shows on the diagonal
+        if not bool(torch.isfinite(part.diagonal()).all()):
+            raise_nonfinite(rows, start, name)
+        gram = part if gram is None else gram.add_(part)
+    if gram is None:  # unreachable: as_row_reader refuses 0 rows
+        raise ConfigError(f"{name}: table has no rows")
+    return gram
+
+
+def svd_from_gram(gram: Tensor) -> tuple[Tensor, Tensor]:
+    """Singular values (descending) and right singular vectors of ``W`` from ``G = WᵀW``.
+
+    Args:
+        gram: d×d symmetric PSD matrix (any float dtype; computed in float64).
+
+    Returns:
+        ``(sigma, V)``: sigma (d,) float64 descending, V (d×d) float64 with column i paired with sigma[i].
+        Eigenvalues that round-off made slightly negative are clamped to 0.
+
+    Example:
+        >>> s, v = svd_from_gram(torch.diag(torch.tensor([1., 4.]))); s.tolist()
+        [2.0, 1.0]
+    """
+    if gram.dim() != 2 or gram.shape[0] != gram.shape[1]:
+        raise ConfigError(f"gram matrix must be square, got shape {tuple(gram.shape)}")
+    g = gram.to(torch.float64)
+    g = (g + g.T) * 0.5
+    evals, evecs = torch.linalg.eigh(g)
+    evals = evals.flip(0).clamp_min(0.0)
+    return evals.sqrt(), evecs.flip(1)
+
+
+def select_rank(sigma: Tensor, rank: Optional[int] = None, energy: Optional[float] = None) -> int:
+    """The kept rank: ``rank`` itself, or the smallest r whose leading σ² hold ``energy`` of Σσ².
+
+    With ``energy``, r is the smallest with ``Σ_{i<r} σ_i² ≥ energy·Σσ² − tol`` where
+    ``tol = 4·d·eps64·Σσ²`` absorbs round-off: ``energy=1.0`` gives the numerical rank (≤ d).
+
+    Args:
+        sigma: singular values, descending (d,).
+        rank: 1..d.
+        energy: fraction of the squared Frobenius norm to keep, in (0, 1].
+
+    Returns:
+        r in 1..d.
+
+    Raises:
+        ConfigError: neither/both given, rank outside 1..d, energy outside (0, 1].
+
+    Example:
+        >>> select_rank(torch.tensor([3., 1.]), energy=0.9)
+        1
+    """
+    d = int(sigma.numel())
+    if (rank is None) == (energy is None):
+        raise ConfigError(f"give exactly one of rank= or energy= (got rank={rank}, energy={energy})")
+    if rank is not None:
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= d:
+            raise ConfigError(f"rank={rank!r} is invalid for a table of dim {d}; use an integer in 1..{d}")
+        return rank
+    e = float(energy)  # type: ignore[arg-type]
+    if not (0.0 < e <= 1.0):
+        raise ConfigError(f"energy={energy!r} must be in (0, 1] (fraction of Σσ² to keep)")
+    lam = sigma.to(torch.float64) ** 2
+    cums = torch.cumsum(lam, 0)
+    total = float(cums[-1])
+    if total == 0.0:
+        return 1
+    tol = 4.0 * d * torch.finfo(torch.float64).eps * total
+    r = int(torch.searchsorted(cums, torch.tensor([e * total - tol], dtype=torch.float64))[0]) + 1
+    return min(max(r, 1), d)
+
+
+# --------------------------------------------------------------------------------------------- factors
+@dataclass
+class LowRankPlan:
+    """The truncated SVD of a table without its n×r factor (computed later, chunk by chunk).
+
+    Attributes:
+        V: d×r float64 leading right singular vectors.
+        sigma: all d singular values (float64, descending).
+        rank: r.
+        error_sq: Σ of the discarded σ² (= ‖W − W V_r V_rᵀ‖_F²).
+        total_sq: Σσ² (= ‖W‖_F²).
+    """
+
+    V: Tensor
+    sigma: Tensor
+    rank: int
+    error_sq: float
+    total_sq: float
+
+    @property
+    def rel_error(self) -> float:
+        """‖W − AB‖_F / ‖W‖_F (0 for an all-zero table)."""
+        return math.sqrt(self.error_sq / self.total_sq) if self.total_sq > 0 else 0.0
+
+    def B(self, dtype: torch.dtype = torch.float32) -> Tensor:
+        """The r×d factor ``V_rᵀ``."""
+        return self.V.T.contiguous().to(dtype)
+
+
+@dataclass
+class LowRankResult:
+    """Factors of the best rank-r approximation ``W ≈ A @ B``.
+
+    Attributes:
+        A: n×r (= W V_r). B: r×d (= V_rᵀ). sigma: all d singular values. rank: r.
+        error_sq: Σ discarded σ². rel_error: sqrt(error_sq / ‖W‖_F²).
+    """
+
+    A: Tensor
+    B: Tensor
+    sigma: Tensor
+    rank: int
+    error_sq: float
+    rel_error: float
+
+
+def plan_low_rank(table: TableLike, *, num_rows: Optional[int] = None, rank: Optional[int] = None,
+                  energy: Optional[float] = None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                  name: str = "table") -> LowRankPlan:
+    """One streaming pass: Gram matrix, its eigen-decomposition and the kept rank.
+
+    Args:
+        table: n×d tensor or ``read_rows`` callable.
+        num_rows: row count (with a callable).
+        rank / energy: exactly one (see :func:`select_rank`).
+        chunk_rows: rows per read.
+        name: table name for errors.
+
+    Returns:
+        :class:`LowRankPlan`.
+
+    Example:
+        >>> plan_low_rank(torch.eye(4), rank=2).error_sq
+        2.0
+    """
+    gram = gram_matrix(table, num_rows, chunk_rows=chunk_rows, name=name)
+    sigma, V = svd_from_gram(gram)
+    try:
+        r = select_rank(sigma, rank=rank, energy=energy)
+    except ConfigError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    lam = sigma**2
+    return LowRankPlan(V=V[:, :r].contiguous(), sigma=sigma, rank=r,
+                       error_sq=float(lam[r:].sum()), total_sq=float(lam.sum()))
+
+
+def project_rows(rows: Tensor, V: Tensor, out_dtype: torch.dtype = torch.float32) -> Tensor:
+    """``rows @ V`` (rows of A), computed in float64 when ``out_dtype`` is float64, else float32.
+
+    Example:
+        >>> project_rows(torch.ones(2, 3), torch.ones(3, 1)).tolist()
+        [[3.0], [3.0]]
+    """
+    work = torch.float64 if out_dtype == torch.float64 else torch.float32
+    return (rows.to(work) @ V.to(work)).to(out_dtype)
+
+
+def iter_projected_rows(table: TableLike, plan: LowRankPlan, *, num_rows: Optional[int] = None,
+                        chunk_rows: int = DEFAULT_CHUNK_ROWS, out_dtype: torch.dtype = torch.float32,
+                        name: str = "table") -> Iterator[tuple[int, int, Tensor]]:
+    """Yield ``(start, stop, A[start:stop])`` so A can be written to a file without holding it.
+
+    Example:
+        >>> p = plan_low_rank(torch.eye(3), rank=1)
+        >>> [a.shape for _, _, a in iter_projected_rows(torch.eye(3), p, chunk_rows=2)]
+        [torch.Size([2, 1]), torch.Size([1, 1])]
+    """
+    read, n = as_row_reader(table, num_rows, name=name)
+    V = plan.V.to(torch.float64 if out_dtype == torch.float64 else torch.float32)
+    for start, stop, rows in iter_chunks(read, n, chunk_rows, name=name, dim=V.shape[0]):
+        yield start, stop, project_rows(rows, V, out_dtype)
+
+
+def low_rank_factors(table: TableLike, *, num_rows: Optional[int] = None, rank: Optional[int] = None,
+                     energy: Optional[float] = None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                     out_dtype: torch.dtype = torch.float32, name: str = "table") -> LowRankResult:
+    """Best rank-r factors ``A`` (n×r) and ``B`` (r×d) of a table, in memory.
+
+    Args:
+        table: n×d float tensor or ``read_rows`` callable (then ``num_rows`` is required).
+        rank / energy: exactly one; rank in 1..d, energy in (0, 1].
+        chunk_rows: rows per read (two passes: Gram, then projection).
+        out_dtype: dtype of A and B.
+        name: table name for error messages.
+
+    Returns:
+        :class:`LowRankResult`.
+
+    Raises:
+        ConfigError: non-float / empty table, bad rank or energy.
+        NumericalError: NaN/Inf in the table.
+
+    Example:
+        >>> w = torch.randn(100, 8)
+        >>> res = low_rank_factors(w, rank=8)
+        >>> bool(torch.allclose(res.A @ res.B, w, atol=1e-5))
+        True
+    """
+    plan = plan_low_rank(table, num_rows=num_rows, rank=rank, energy=energy, chunk_rows=chunk_rows, name=name)
+    parts = [a for _, _, a in iter_projected_rows(table, plan, num_rows=num_rows, chunk_rows=chunk_rows,
+                                                  out_dtype=out_dtype, name=name)]
+    return LowRankResult(A=torch.cat(parts, 0), B=plan.B(out_dtype), sigma=plan.sigma, rank=plan.rank,
+                         error_sq=plan.error_sq, rel_error=plan.rel_error)
+
+
+__all__ = [
+    "as_row_reader", "iter_chunks", "gram_matrix", "svd_from_gram", "select_rank", "LowRankPlan",
+    "LowRankResult", "plan_low_rank", "project_rows", "iter_projected_rows", "low_rank_factors",
+]

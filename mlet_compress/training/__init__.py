@@ -1,0 +1,21 @@
+"""The training package behind ``mlet-compress train`` / ``eval`` (re-exported by :mod:`mlet_compress.train`).
+
+Modules: ``config`` (TrainConfig, DataSpec), ``optim`` (param groups, optimizer, parameter counts),
+``loop`` (epochs, selection, early stopping), ``ddp`` (torchrun / DistributedDataParallel helpers),
+``outputs`` (run-directory files, resume state), ``run`` (``train``), ``compare`` (single vs MLET,
+tuned baselines), ``evaluate`` (``evaluate_checkpoint``).
+"""
+
+from .compare import CompareResult, compare, compare_seeds, compare_variants
+from .config import DataSpec, TrainConfig
+from .evaluate import evaluate_checkpoint
+from .interop import wrap_deepctr
+from .loop import TrainCallback
+from .optim import build_optimizer, count_parameters, param_groups
+from .run import TrainResult, build_training_model, load_data, prepare_model, train
+
+__all__ = [
+    "TrainConfig", "DataSpec", "TrainResult", "TrainCallback", "CompareResult",
+    "train", "compare", "compare_seeds", "compare_variants", "evaluate_checkpoint", "load_data",
+    "build_training_model", "prepare_model", "build_optimizer", "param_groups", "count_parameters", "wrap_deepctr",
+]

@@ -1,0 +1,207 @@
+"""Training settings: :class:`DataSpec` (what to read) and :class:`TrainConfig` (how to train).
+
+Both are dataclasses validated on construction that round-trip through JSON (``to_dict`` /
+``from_dict``), so a run directory's ``config.json`` rebuilds the exact run (``--resume``, ``eval``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ..errors import ConfigError
+
+OPTIMIZERS = ("sgd", "adagrad")
+SELECT = ("auc", "logloss")
+
+
+def _from_dict(cls, d: dict[str, Any]):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ConfigError(f"{cls.__name__}: unknown option(s) {sorted(unknown)}; valid: {sorted(names)}")
+    return cls(**d)
+
+
+@dataclass
+class DataSpec:
+    """Where the data comes from and how it is preprocessed and split (stored with every run).
+
+    Attributes:
+        path: data file or folder; ``None`` with ``format="synthetic"`` = the embedded generator.
+        format: ``synthetic``, ``criteo``, ``avazu``, ``movielens``, ``libfm`` or ``csv`` (validated by the
+            data loader).
+        label / categorical / numeric: column choices of the generic csv/parquet reader.
+        val_data / test_data: pre-split files of the same format (no split drawn from ``path``).
+        min_freq: categories seen fewer times in training map to the field's out-of-vocabulary id.
+        seed: the split (and synthetic generator) seed; independent of the training seed so that
+            several training seeds see the same split.
+        skip_bad_rows: skip and count malformed rows instead of failing.
+        cache_dir: where parsed arrays are cached (``None`` = the reader's default).
+        synthetic: keyword arguments of ``SyntheticConfig`` (``None`` = the training default).
+    """
+
+    path: Optional[str] = None
+    format: str = "synthetic"
+    label: Optional[str] = None
+    categorical: Optional[list[str]] = None
+    numeric: Optional[list[str]] = None
+    val_data: Optional[str] = None
+    test_data: Optional[str] = None
+    min_freq: int = 1
+    seed: int = 0
+    skip_bad_rows: bool = False
+    cache_dir: Optional[str] = None
+    synthetic: Optional[dict[str, Any]] = None
+
+    def __post_init__(self) -> None:
+        if self.format != "synthetic" and not self.path:
+            raise ConfigError(f"data format {self.format!r} needs a data path (--data PATH)")
+        if self.min_freq < 1:
+            raise ConfigError(f"min_freq must be >= 1, got {self.min_freq}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable fields (inverse of :meth:`from_dict`)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DataSpec":
+        """Rebuild from :meth:`to_dict` output; unknown keys raise :class:`ConfigError`."""
+        return _from_dict(cls, d)
+
+
+@dataclass
+class TrainConfig:
+    """One training run. ``None`` fields take the paper's defaults for the model (see :meth:`resolved`).
+
+    Attributes:
+        model: one of ``mlet_compress.models.MODELS`` (``dlrm``, ``wdl``, ``deepfm``, ...).
+        dim: embedding dimension d at inference.
+        mlet_k: MLET inner dimension k; 0 trains plain single-layer tables.
+        init_std: std of MLET's Gaussian projection (paper: 0.25 DLRM, 0.5 others).
+        hash_ratio: hash tables of >= ``hash_min_rows`` rows to this fraction of their rows (training-time).
+        hash_min_rows: smallest table that is hashed.
+        optimizer: ``sgd`` or ``adagrad`` (paper: SGD for DLRM, Adagrad for the others).
+        lr: learning rate (paper: 0.2 SGD / 0.02 Adagrad).
+        emb_lr_mult: learning-rate multiplier of the embedding parameters (tables, and MLET's
+            table + projection) relative to the rest of the model.
+        batch_size: global mini-batch (split evenly across DDP ranks).
+        epochs: maximum number of epochs (paper: 1).
+        patience: stop after this many epochs without a validation improvement (None: never stop early).
+        select: validation metric that selects the epoch whose weights are kept: ``auc`` or ``logloss``.
+        seed: training seed (initialisation, shuffling).
+        sparse_grads: sparse table gradients where the optimizer supports them (SGD w/o momentum, Adagrad).
+        keep_factors: also save the uncollapsed MLET factors (``factors.safetensors``).
+        save_state: save ``state.pt`` (model + optimizer state) after each epoch for ``--resume``.
+        max_steps_per_epoch: stop each epoch after this many steps (smoke tests, benchmarks).
+        eval_batch_size: batch size of validation/test inference.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+        model_kwargs: extra model constructor arguments (JSON-serialisable).
+        mlet_kwargs: extra ``MLETConfig`` arguments (``target_modules``, ``table_init``, ...).
+        log_every: steps between progress callbacks.
+        data: the :class:`DataSpec` of the run.
+
+    Example:
+        >>> cfg = TrainConfig(model="dlrm", dim=8, mlet_k=64).resolved()
+        >>> cfg.optimizer, cfg.lr
+        ('sgd', 0.2)
+    """
+
+    model: str = "dlrm"
+    dim: int = 16
+    mlet_k: int = 64
+    init_std: Optional[float] = None
+    hash_ratio: Optional[float] = None
+    hash_min_rows: int = 1000
+    optimizer: Optional[str] = None
+    lr: Optional[float] = None
+    emb_lr_mult: float = 1.0
+    batch_size: int = 128
+    epochs: int = 1
+    patience: Optional[int] = 2
+    select: str = "auc"
+    seed: int = 0
+    sparse_grads: bool = True
+    keep_factors: bool = False
+    save_state: bool = True
+    max_steps_per_epoch: Optional[int] = None
+    eval_batch_size: int = 4096
+    device: str = "auto"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    mlet_kwargs: dict[str, Any] = field(default_factory=dict)
+    log_every: int = 10
+    data: DataSpec = field(default_factory=DataSpec)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, dict):
+            self.data = DataSpec.from_dict(self.data)
+        checks = [
+            (isinstance(self.dim, int) and self.dim >= 1, f"dim must be a positive integer, got {self.dim!r}"),
+            (isinstance(self.mlet_k, int) and self.mlet_k >= 0,
+             f"mlet_k must be >= 0 (0 = single-layer), got {self.mlet_k!r}"),
+            (self.init_std is None or self.init_std > 0, f"init_std must be > 0, got {self.init_std}"),
+            (self.hash_ratio is None or 0.0 < self.hash_ratio < 1.0,
+             f"hash_ratio must be in (0, 1), got {self.hash_ratio}"),
+            (self.optimizer is None or self.optimizer in OPTIMIZERS,
+             f"optimizer {self.optimizer!r} is not supported; use one of {', '.join(OPTIMIZERS)}"),
+            (self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.emb_lr_mult > 0, f"emb_lr_mult must be > 0, got {self.emb_lr_mult}"),
+            (isinstance(self.batch_size, int) and self.batch_size >= 1,
+             f"batch_size must be a positive integer, got {self.batch_size!r}"),
+            (isinstance(self.epochs, int) and self.epochs >= 1, f"epochs must be >= 1, got {self.epochs!r}"),
+            (self.patience is None or self.patience >= 1,
+             f"patience must be >= 1 (or None to never stop early), got {self.patience}"),
+            (self.select in SELECT, f"select must be 'auc' or 'logloss', got {self.select!r}"),
+            (self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
+             f"max_steps_per_epoch must be >= 1, got {self.max_steps_per_epoch}"),
+            (self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}"),
+            (self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+
+    @property
+    def is_mlet(self) -> bool:
+        """True when the embedding tables are trained as MLET factors (``mlet_k > 0``)."""
+        return self.mlet_k > 0
+
+    @property
+    def variant(self) -> str:
+        """A short label: ``single d=16`` or ``MLET k=64 d=16`` (plus the lr multiplier when not 1)."""
+        base = f"MLET k={self.mlet_k} d={self.dim}" if self.is_mlet else f"single d={self.dim}"
+        if self.emb_lr_mult != 1.0:
+            base += f" emb-lr×{self.emb_lr_mult:g}"
+        return base
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with ``optimizer``, ``lr`` and ``init_std`` filled from the model's paper defaults.
+
+        Raises:
+            ConfigError: unknown model name.
+        """
+        from ..models import default_optimizer
+
+        d = default_optimizer(self.model)
+        return dataclasses.replace(
+            self,
+            optimizer=self.optimizer or d["optimizer"],
+            lr=self.lr if self.lr is not None else float(d["lr"]),
+            init_std=self.init_std if self.init_std is not None else float(d["init_std"]),
+            data=DataSpec.from_dict(self.data.to_dict()),
+            model_kwargs=dict(self.model_kwargs),
+            mlet_kwargs=dict(self.mlet_kwargs),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable fields (inverse of :meth:`from_dict`)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """Rebuild from :meth:`to_dict` output; unknown keys raise :class:`ConfigError`."""
+        return _from_dict(cls, dict(d))
+
+
+__all__ = ["TrainConfig", "DataSpec", "OPTIMIZERS", "SELECT"]

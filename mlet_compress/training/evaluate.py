@@ -1,0 +1,134 @@
+"""``evaluate_checkpoint``: test metrics of any saved checkpoint on its training run's own test split.
+
+The checkpoint's metadata (or the run directory's ``config.json`` / ``preprocessor.json`` beside it)
+carries the model name and constructor config, the vocabularies, the preprocessing options and the
+split seed, so ``eval`` on the raw data file rebuilds exactly the training run's test split and ids.
+Plain, collapsed, SVD, quantized and hashed checkpoints load through ``load_model_state``, which puts
+the matching lookup module in place of each compressed table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from ..errors import CheckpointError
+from . import outputs as out_files
+from .config import DataSpec
+from .ddp import DistInfo, resolve_device
+from .loop import TensorData, predict
+
+
+def _run_meta(path: Path, ckpt: Any) -> tuple[dict, dict, dict, dict]:
+    """``(model_info, data_spec, data_info, preprocessor)`` from the checkpoint or its run directory."""
+    extra = dict(ckpt.extra or {})
+    config_file = out_files.find_run_file(path, out_files.CONFIG_FILE)
+    run_cfg = out_files.read_json(config_file) if config_file else {}
+    minfo = ckpt.model_info or run_cfg.get("model_info")
+    if not minfo or "name" not in minfo or "config" not in minfo:
+        raise CheckpointError(
+            f"{str(path)!r} carries no model name/config (metadata 'model'); eval can only rebuild checkpoints "
+            "saved by `mlet-compress train` (or a command that keeps their metadata), or with config.json beside it"
+        )
+    spec = extra.get("data") or (run_cfg.get("train_config") or {}).get("data")
+    pre = extra.get("preprocessor")
+    if pre is None:
+        pre_file = out_files.find_run_file(path, out_files.PREPROCESSOR_FILE)
+        pre = out_files.read_json(pre_file) if pre_file else None
+    if spec is None or pre is None:
+        raise CheckpointError(
+            f"{str(path)!r} has no data/preprocessor metadata and no config.json + preprocessor.json beside it; "
+            "keep the checkpoint in its training run directory or use one saved by `mlet-compress train`"
+        )
+    info = extra.get("data_info") or run_cfg.get("data_info") or {}
+    return minfo, spec, info, pre
+
+
+def load_eval_data(spec: DataSpec, info: dict, preprocessor: dict):
+    """The training run's test split re-read from the raw data with the saved vocabularies (``TabularData``)."""
+    from ..data import SyntheticConfig, load_eval_split
+
+    synthetic = SyntheticConfig.from_dict(spec.synthetic) if spec.format == "synthetic" and spec.synthetic else None
+    return load_eval_split(
+        spec.path, spec.format, preprocessor, info, test_data=spec.test_data, label=spec.label,
+        categorical=spec.categorical, numeric=spec.numeric, val_data=spec.val_data, min_freq=spec.min_freq,
+        seed=spec.seed, skip_bad_rows=spec.skip_bad_rows, cache_dir=spec.cache_dir, synthetic=synthetic,
+    )
+
+
+def evaluate_checkpoint(
+    checkpoint: Union[str, Path],
+    *,
+    data: Optional[str] = None,
+    format: Optional[str] = None,
+    test_data: Optional[str] = None,
+    device: str = "auto",
+    batch_size: int = 4096,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint on its training run's test split.
+
+    Args:
+        checkpoint: a ``.safetensors`` checkpoint (plain, collapsed, low-rank, quantized or hashed).
+        data: the raw data path (default: the path recorded at training time).
+        format: its format (default: the recorded one).
+        test_data: a separate test file (default: the recorded one, if any).
+        device: ``auto``, ``cpu`` or ``cuda[:N]``.
+        batch_size: inference batch.
+
+    Returns:
+        ``{"checkpoint", "model", "rows", "test": {auc, logloss, pr_auc}, "set_a": {...}, "set_b": {...},
+        "tables": {kind: count}}``.
+
+    Raises:
+        CheckpointError: unreadable checkpoint or missing run metadata.
+        DataError: the data file does not match the saved preprocessing.
+
+    Example:
+        >>> evaluate_checkpoint("runs/demo/model.safetensors")["test"]["auc"]  # doctest: +SKIP
+        0.73
+    """
+    from .. import load_checkpoint, load_model_state
+    from ..data import Preprocessor, sample_log_frequency
+    from ..metrics import evaluate
+    from ..models import build_model
+
+    path = Path(checkpoint)
+    ckpt = load_checkpoint(path)
+    minfo, spec_d, info, pre = _run_meta(path, ckpt)
+    spec_d = dict(spec_d)
+    if data is not None:
+        spec_d["path"] = str(data)
+    if format is not None:
+        spec_d["format"] = format
+    if test_data is not None:
+        spec_d["test_data"] = str(test_data)
+    spec = DataSpec.from_dict(spec_d)
+    test = load_eval_data(spec, info, pre)
+    model = build_model(minfo["name"], **minfo["config"])
+    load_model_state(model, ckpt)
+    dev = resolve_device(device, DistInfo())
+    model.to(dev).eval()
+    tensors = TensorData.from_tabular(test)
+    probs = predict(model, tensors, batch_size, dev)
+    log_freq = np.asarray(sample_log_frequency(Preprocessor.from_dict(pre), test.sparse), dtype=np.float64)
+    m = evaluate(tensors.labels.numpy().astype(np.float64), probs, log_freq=log_freq)
+    kinds: dict[str, int] = {}
+    for ent in ckpt.tables.values():
+        kind = ent.get("kind", "?")
+        if ent.get("hash"):
+            kind += "+hashed"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return {
+        "checkpoint": str(path),
+        "model": minfo["name"],
+        "rows": len(tensors),
+        "test": {k: m[k] for k in ("auc", "logloss", "pr_auc") if k in m},
+        "set_a": dict(m.get("set_a", {})),
+        "set_b": dict(m.get("set_b", {})),
+        "tables": kinds,
+    }
+
+
+__all__ = ["evaluate_checkpoint", "load_eval_data"]
