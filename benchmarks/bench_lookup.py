@@ -94,6 +94,8 @@ def main() -> None:
         print(f"  reconstruction, ours ({gran:5s}): L2 {sq(m.l2_error for m in mods) ** 0.5:10.3f}, "
               f"mean SQNR {statistics.mean(m.sqnr_db for m in mods):6.2f} dB, "
               f"{sum(m.qweight.numel() + m.scale.numel() * 4 for m in mods) / 2**20:8.1f} MiB")
+    fused_extra = sum(m._fused.numel() for m in fused["row"]) / 2**20
+    print(f"  (the fused variant keeps an extra FBGEMM-layout copy: +{fused_extra:.1f} MiB)")
     print(f"  reconstruction, FBGEMM      : L2 {sq(r.l2_error for r in refs) ** 0.5:10.3f}, "
           f"mean SQNR {statistics.mean(r.sqnr_db for r in refs):6.2f} dB, {sum(r.nbytes for r in refs) / 2**20:8.1f} MiB")
 

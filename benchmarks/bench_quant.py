@@ -11,6 +11,7 @@ the brute-force time from that slice.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -20,13 +21,15 @@ import torch
 from mlet_compress.ops.quant import dequantize, quantize, search_scale, search_scale_exhaustive
 
 
-def median_time(fn, repeats: int) -> float:
-    times = []
+def median_time(fn, repeats: int) -> tuple[float, float]:
+    """Median wall-clock and median process CPU time (all threads) of ``fn``."""
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def sq_err(w: torch.Tensor, s: torch.Tensor, bits: int) -> float:
@@ -49,12 +52,13 @@ def main() -> None:
     gib = w.numel() * 4 / 2**30
     print(f"table {args.rows} x {args.dim} fp32 = {gib:.2f} GiB, grid={args.grid}, "
           f"torch threads={torch.get_num_threads()}, repeats={args.repeats} (median)")
-    t_copy = median_time(lambda: np.copy(arr), args.repeats)
-    print(f"np.copy: {t_copy:.3f} s")
+    t_copy, c_copy = median_time(lambda: np.copy(arr), args.repeats)
+    print(f"np.copy: {t_copy:.3f} s wall, {c_copy:.3f} s CPU; load average {os.getloadavg()[0]:.2f} "
+          f"on {os.cpu_count()} cores")
     sl = w[: args.check_rows]
     for bits in args.bits:
         for gran in ("table", "row"):
-            t = median_time(lambda: search_scale(w, bits=bits, grid=args.grid, granularity=gran), args.repeats)
+            t, c = median_time(lambda: search_scale(w, bits=bits, grid=args.grid, granularity=gran), args.repeats)
             # correctness and brute-force cost on a slice
             threads = torch.get_num_threads()
             torch.set_num_threads(1)  # CPU time of one thread: robust on a shared machine
@@ -66,9 +70,9 @@ def main() -> None:
             e_fast, e_brute = sq_err(sl, fast, bits), sq_err(sl, brute, bits)
             rel = (e_fast**0.5 - e_brute**0.5) / max(e_brute**0.5, 1e-300)
             est_brute = t_brute_slice * args.rows / sl.shape[0]
-            print(f"bits={bits} {gran:5s}: search {t:7.3f} s = {t / t_copy:5.2f}x np.copy "
-                  f"(target <= 5x) | brute force ~{est_brute:6.0f} s (1-thread CPU time, from {sl.shape[0]} rows) | "
-                  f"slice L2 error fast vs brute: {rel:+.1e}")
+            print(f"bits={bits} {gran:5s}: search {t:7.3f} s = {t / t_copy:5.2f}x np.copy wall (target <= 5x), "
+                  f"CPU {c:6.2f} s = {c / c_copy:5.2f}x | brute force ~{est_brute:5.0f} s CPU (from {sl.shape[0]} rows), "
+                  f"fast vs brute L2 error on them: {rel:+.1e}")
 
 
 if __name__ == "__main__":

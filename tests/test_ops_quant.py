@@ -21,7 +21,7 @@ from mlet_compress.ops.quant import (
 )
 
 
-def table(kind, n=300, d=37, seed=0):
+def table(kind, n=160, d=37, seed=0):
     g = torch.Generator().manual_seed(seed)
     if kind == "normal":
         return torch.randn(n, d, generator=g)
@@ -34,7 +34,7 @@ def table(kind, n=300, d=37, seed=0):
         return -u.sign() * torch.log1p(-2 * u.abs())
     if kind == "outliers":  # a few huge values, many zeros
         w = torch.randn(n, d, generator=g) * (torch.rand(n, d, generator=g) < 0.3)
-        w[::50, 0] = 40.0
+        w[::40, 0] = 40.0
         return w
     raise ValueError(kind)
 
@@ -78,7 +78,7 @@ def test_search_matches_brute_force(kind, bits, granularity):
     assert bool((candidate_scales(m, bits, 100) == fast.unsqueeze(-1)).any(-1).all())
 
 
-@pytest.mark.parametrize("bits", [5, 6, 7])
+@pytest.mark.parametrize("bits", [5, 7])
 def test_search_matches_brute_force_mid_bits(bits):
     w = table("laplace", n=120, d=20, seed=bits)
     for gran in ("table", "row"):
@@ -89,9 +89,9 @@ def test_search_matches_brute_force_mid_bits(bits):
 
 def test_large_table_threaded_histogram_and_reader():
     """Many chunks (binned on worker threads), small grid, reader form: all agree with brute force."""
-    w = table("normal", n=8000, d=16, seed=3)
+    w = table("normal", n=3000, d=16, seed=3)
     for grid in (1, 7, 100):
-        fast = search_scale(lambda a, b: w[a:b], num_rows=8000, bits=4, grid=grid, chunk_rows=1000)
+        fast = search_scale(lambda a, b: w[a:b], num_rows=3000, bits=4, grid=grid, chunk_rows=500)
         brute = search_scale_exhaustive(w, bits=4, grid=grid)
         assert math.sqrt(sq_err(w, fast, 4)) <= math.sqrt(sq_err(w, brute, 4)) * (1 + 1e-6)
 
@@ -210,5 +210,8 @@ def test_fbgemm_reference():
     assert ref.l2_error == pytest.approx(l2, rel=1e-9) and ref.sqnr_db == pytest.approx(sqnr, rel=1e-9)
     assert ref.nbytes == 200 * (16 + 8)
     idx, off = torch.tensor([3, 5, 199, 0, 0]), torch.tensor([0, 2, 2])
-    torch.testing.assert_close(fbgemm_embedding_bag(ref.packed, idx, off, mode="sum"),
-                               F.embedding_bag(idx, deq, off, mode="sum"), rtol=1e-6, atol=1e-6)
+    for mode in ("sum", "mean"):  # the kernel only sums; mean divides by the bag sizes (empty bag → 0)
+        torch.testing.assert_close(fbgemm_embedding_bag(ref.packed, idx, off, mode=mode),
+                                   F.embedding_bag(idx, deq, off, mode=mode), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ConfigError, match="max"):
+        fbgemm_embedding_bag(ref.packed, idx, off, mode="max")

@@ -55,7 +55,7 @@ class _QuantizedBase(nn.Module):
         self.register_buffer("proj", proj)
         # optional FBGEMM-layout copy of the codes (see use_fused_kernel); never saved
         self.register_buffer("_fused", None, persistent=False)
-        self.register_load_state_dict_post_hook(lambda module, _keys: module._refresh_fused())
+        self.register_load_state_dict_post_hook(_refresh_after_load)
 
     # ------------------------------------------------------------------ fused kernel
     def use_fused_kernel(self, enable: bool = True) -> "_QuantizedBase":
@@ -72,21 +72,27 @@ class _QuantizedBase(nn.Module):
             ConfigError: bits ≤ 4, or a torch build without the FBGEMM quantized kernels.
 
         Example:
-            >>> q = QuantizedEmbeddingBag.from_float(nn.EmbeddingBag(10, 4, mode="sum")).use_fused_kernel()  # doctest: +SKIP
+            >>> bag = nn.EmbeddingBag(10, 4, mode="sum")
+            >>> q = QuantizedEmbeddingBag.from_float(bag).use_fused_kernel()  # doctest: +SKIP
         """
         if not enable:
             self._fused = None
             return self
         if self.bits <= 4:
-            raise ConfigError(f"{type(self).__name__}: the fused kernel needs 8-bit containers (bits 5..8), got bits={self.bits}")
+            raise ConfigError(f"{type(self).__name__}: the fused kernel needs 8-bit containers (bits 5..8), "
+                              f"got bits={self.bits}; keep the default lookup path")
         if not fbgemm_available():
-            raise ConfigError(f"{type(self).__name__}: this torch build has no FBGEMM quantized embedding-bag kernels")
+            raise ConfigError(f"{type(self).__name__}: this torch build has no FBGEMM quantized embedding-bag kernels; "
+                              "keep the default lookup path")
         self._fused = pack_symmetric_rowwise(self.qweight, self.scale)
         return self
 
     def _refresh_fused(self) -> None:
         if self._fused is not None:
             self._fused = pack_symmetric_rowwise(self.qweight, self.scale)
+
+    def _fused_ready(self) -> bool:
+        return self._fused is not None and self._fused.device.type == "cpu"  # FBGEMM kernels are CPU-only
 
     # ------------------------------------------------------------------ lookups
     def dequantize_rows(self, idx: Tensor) -> Tensor:
@@ -117,7 +123,8 @@ class _QuantizedBase(nn.Module):
     def load_quantized(self, qt: QuantizedTensor, proj: Optional[Tensor] = None) -> "_QuantizedBase":
         """Copy a :class:`QuantizedTensor` (and the projection of a low-rank factor) into the buffers."""
         where = type(self).__name__
-        if qt.bits != self.bits or qt.granularity != self.granularity or tuple(qt.shape) != (self.num_embeddings, self.code_dim):
+        fits = (qt.bits, qt.granularity, tuple(qt.shape)) == (self.bits, self.granularity, (self.num_embeddings, self.code_dim))
+        if not fits:
             raise ConfigError(f"{where}: quantized table {qt.shape} bits={qt.bits} {qt.granularity!r} does not fit "
                               f"({self.num_embeddings}, {self.code_dim}) bits={self.bits} {self.granularity!r}")
         if (proj is None) != (self.proj is None):
@@ -164,6 +171,11 @@ class _QuantizedBase(nn.Module):
         return new
 
 
+def _refresh_after_load(module: "_QuantizedBase", _incompatible_keys) -> None:
+    """load_state_dict post-hook: rebuild the fused-kernel copy from the freshly loaded buffers."""
+    module._refresh_fused()
+
+
 def _single_row_bags(input: Tensor, flat: Tensor, offsets: Tensor, include_last_offset: bool) -> bool:
     """Whether every bag holds exactly one index (then pooling is the identity): a cheap check."""
     if input.dim() == 2:
@@ -192,8 +204,9 @@ class QuantizedEmbedding(_QuantizedBase):
     def forward(self, input: Tensor) -> Tensor:  # noqa: D102
         idx = hash_indices(input, self.num_buckets)
         flat = idx.reshape(-1)
-        if self._fused is not None:  # bags of one row: bit-identical to the default path
-            rows = fbgemm_embedding_bag(self._fused, flat, torch.arange(flat.numel(), device=flat.device, dtype=flat.dtype))
+        if self._fused_ready():  # bags of one row: bit-identical to the default path
+            offsets = torch.arange(flat.numel(), device=flat.device, dtype=flat.dtype)
+            rows = fbgemm_embedding_bag(self._fused, flat, offsets)
         else:
             rows = self.dequantize_rows(flat)
         return self._project(rows.reshape(*idx.shape, self.code_dim))
@@ -238,7 +251,7 @@ class QuantizedEmbeddingBag(_QuantizedBase):
         if per_sample_weights is not None and self.mode != "sum":
             raise NotImplementedError(f"embedding_bag: per_sample_weights was not None. per_sample_weights is only "
                                       f"supported for mode='sum' (got mode='{self.mode}'). Please open a feature request on GitHub.")
-        if self._fused is not None and self.mode == "sum" and self.padding_idx is None:
+        if self._fused_ready() and self.mode == "sum" and self.padding_idx is None:
             pooled = fbgemm_embedding_bag(self._fused, idx, offsets, per_sample_weights=per_sample_weights,
                                           include_last_offset=self.include_last_offset)
             return self._project(pooled)

@@ -9,6 +9,7 @@ packed row holds d code bytes followed by the float32 scale and bias (d + 8 byte
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Optional
 
@@ -19,9 +20,10 @@ from ..errors import ConfigError
 from ..layers._base import bag_offsets
 from .packing import sqnr_db
 
-_MODES = {"sum": 0, "mean": 1, "max": 2}
+_MODES = ("sum", "mean")
 
 
+@functools.lru_cache(maxsize=1)
 def fbgemm_available() -> bool:
     """Whether this torch build ships the quantized embedding-bag byte kernels."""
     try:
@@ -60,10 +62,13 @@ def fbgemm_embedding_bag(packed: Tensor, input: Tensor, offsets: Optional[Tensor
                          per_sample_weights: Optional[Tensor] = None, include_last_offset: bool = False) -> Tensor:
     """Pooled lookup over a prepacked table with the fused kernel (``F.embedding_bag`` conventions).
 
+    The kernel itself only sums (it ignores its ``mode`` argument in current torch builds); ``mean``
+    divides the sums by the bag sizes afterwards (empty bags stay 0). ``max`` is refused.
+
     Args:
-        packed: output of :func:`fbgemm_prepack`.
+        packed: output of :func:`fbgemm_prepack` (or :func:`pack_symmetric_rowwise`).
         input / offsets: 1-D indices with offsets, or 2-D fixed-size bags.
-        mode: "sum", "mean" or "max". per_sample_weights: optional (sum mode).
+        mode: "sum" or "mean". per_sample_weights: optional (sum mode).
         include_last_offset: as in ``nn.EmbeddingBag``.
 
     Example:
@@ -73,12 +78,19 @@ def fbgemm_embedding_bag(packed: Tensor, input: Tensor, offsets: Optional[Tensor
     """
     _require()
     if mode not in _MODES:
-        raise ConfigError(f"fbgemm_embedding_bag: mode={mode!r}; use one of {tuple(_MODES)}")
+        raise ConfigError(f"fbgemm_embedding_bag: mode={mode!r} is not supported by the fused kernel; use one of {_MODES}")
+    if per_sample_weights is not None and mode != "sum":
+        raise ConfigError("fbgemm_embedding_bag: per_sample_weights needs mode='sum'")
     flat, offs = bag_offsets(input, offsets)
     if per_sample_weights is not None:
         per_sample_weights = per_sample_weights.reshape(-1).to(torch.float32)
-    return torch.ops.quantized.embedding_bag_byte_rowwise_offsets(
-        packed, flat, offs, False, _MODES[mode], False, per_sample_weights, None, include_last_offset)
+    out = torch.ops.quantized.embedding_bag_byte_rowwise_offsets(
+        packed, flat, offs, False, 0, False, per_sample_weights, None, include_last_offset)
+    if mode == "mean":
+        ends = offs[1:] if include_last_offset else torch.cat([offs[1:], offs.new_tensor([flat.numel()])])
+        sizes = (ends - offs[: ends.numel()]).clamp_min(1).to(out.dtype)
+        out = out / sizes.unsqueeze(1)
+    return out
 
 
 def pack_symmetric_rowwise(codes8: Tensor, scale: Tensor) -> Tensor:
@@ -128,9 +140,9 @@ def fbgemm_reference(weight: Tensor, chunk_rows: int = 65536) -> FbgemmReference
     """Prepack ``weight`` with FBGEMM and measure its reconstruction error (in row chunks, float64 sums).
 
     Example:
-        >>> ref = fbgemm_reference(torch.randn(100, 16))   # doctest: +SKIP
-        >>> ref.sqnr_db > 40
-        True
+        >>> ref = fbgemm_reference(torch.randn(100, 16))
+        >>> ref.sqnr_db > 40, ref.nbytes
+        (True, 2400)
     """
     packed = fbgemm_prepack(weight)
     err = sig = 0.0

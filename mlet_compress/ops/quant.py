@@ -7,14 +7,17 @@ i = 1..grid, see :func:`candidate_scales`) to minimise ‖w − ŵ‖₂, per ta
 The search returns the candidate the exhaustive evaluation returns (same error; only float round-off of
 elements lying exactly on a rounding threshold can differ), but fast:
 
-* per table — one pass builds a histogram of |w| with ``2·grid·qmax`` bins over [0, max|w|]. Every
-  rounding threshold ``(k + ½)·s_i`` of every candidate is a bin edge, so with the per-bin count and sum
-  of |w| the squared error of all candidates is exact: ``Σw² − 2 s Σ_j q_j S1_j + s² Σ_j q_j² N_j``.
-* per row — rows are processed in chunks; the no-clipping candidate (i = grid) is evaluated first, then
-  candidates with smaller thresholds in order, each only on rows where the clipping lower bound
-  ``(max|w_r| − t_i)²`` (and, when it does not prune, the exact clipping error) is below the row's best
-  error so far. The bound only grows as t shrinks, so pruned rows stay pruned.
+* per table — after a max pass, one pass builds a histogram of |w| with ``2·grid·qmax`` bins over
+  [0, max|w|]. Every rounding threshold ``(k + ½)·s_i`` of every candidate is a bin edge, so the per-bin
+  count N_j and float64 sum S1_j of |w| give every candidate's error exactly:
+  ``E_i = Σw² − 2 s_i Σ_j q_ij S1_j + s_i² Σ_j q_ij² N_j``.
+* per row — up to 3 bits, every candidate exactly in O(qmax) per element (histograms of the positions
+  where each element's code steps, :func:`_search_rows_steps`); from 4 bits, candidates from the largest
+  threshold down, each only on rows whose clipping bound ``(max|w_r|·(grid − i)/grid)²`` is still below
+  the row's best error (≈2 evaluations per row at 8 bits, :func:`_search_rows_pruned`).
 
+Work is split into cache-sized pieces binned/searched on ``torch.get_num_threads()`` worker threads
+(chunks are read in the calling thread).
 Tables may be tensors or ``read_rows(start, stop)`` callables (memory-mapped checkpoints): memory is
 O(chunk). Storage (packing, :class:`QuantizedTensor`) lives in :mod:`.packing`.
 """
@@ -36,7 +39,7 @@ from .svd import TableLike, as_row_reader, check_float, iter_chunks, raise_nonfi
 DEFAULT_CHUNK_ROWS = 16384
 _MAX_BINS = 1 << 22  # histogram size limit; larger grids fall back to the exhaustive evaluation
 _TINY = torch.finfo(torch.float32).tiny
-_STEPS_MAX_BITS = 4  # per-row search: histogram of code steps up to 4 bits, pruned evaluation above
+_STEPS_MAX_BITS = 3  # per-row search: histogram of code steps up to 3 bits, pruned evaluation above
 _PIECE_ELEMS = 1 << 18  # elements per unit of work of the table histogram (cache-sized)
 _ROW_PIECE_ELEMS = 1 << 20  # per-row search: larger units amortise its per-piece Python work
 _MAX_WORKERS = 8
@@ -112,15 +115,25 @@ def quant_error(w: Tensor, w_hat: Tensor) -> tuple[float, float]:
 
 # --------------------------------------------------------------------------------------------- references
 def _candidate_errors(w: Tensor, cands: Tensor, bits: int) -> Tensor:
-    """Exact float64 squared errors of every candidate: shape [grid] (0-d cands row) or [n, grid]."""
-    w64 = w.to(torch.float64)
+    """Exact float64 squared errors of every candidate: shape [grid] (1-D cands) or [n, grid] (n×grid).
+
+    Literally ``dequantize(quantize(w, s, bits), s)`` for each candidate s (codes fit int8 exactly, so
+    the round trip through int8 is skipped), vectorised over blocks of candidates.
+    """
+    m = qmax(bits)
+    w32, w64 = w.to(torch.float32), w.to(torch.float64)
+    per_row = cands.dim() == 2
+    k_all = cands.shape[-1]
+    block = max(1, (1 << 21) // max(1, w32.numel()))
     errs = []
-    for k in range(cands.shape[-1]):
-        s = cands[..., k]
-        deq = dequantize(quantize(w, s, bits), s).to(torch.float64)
-        e = (w64 - deq) ** 2
-        errs.append(e.sum() if s.dim() == 0 else e.sum(dim=-1))
-    return torch.stack(errs, dim=-1)
+    for lo in range(0, k_all, block):
+        s = cands[..., lo:lo + block]  # [K] or [n, K]
+        s = s.unsqueeze(-1) if per_row else s.view(-1, *([1] * w32.dim()))
+        x = w32.unsqueeze(-2) if per_row else w32.unsqueeze(0)  # n×1×d against n×K×1, or 1×… against K×1…
+        deq = torch.round(x / s).clamp_(-m, m).mul_(s).to(torch.float64)
+        e = (w64.unsqueeze(-2) if per_row else w64.unsqueeze(0)) - deq
+        errs.append(e.square_().sum(dim=-1) if per_row else e.square_().reshape(e.shape[0], -1).sum(dim=1))
+    return torch.cat(errs, dim=-1)
 
 
 def search_scale_exhaustive(w: Tensor, bits: int = 8, grid: int = 100, granularity: str = "table") -> Tensor:
@@ -191,15 +204,13 @@ class _Histogram:
         self.nbins, self.inv_width = nbins, nbins / maxabs
         self.count = torch.zeros(nbins + 1, dtype=torch.int64)
         self.sum1 = torch.zeros(nbins + 1, dtype=torch.float64)
-        self._a32 = torch.empty(_PIECE_ELEMS)
-        self._u32 = torch.empty(_PIECE_ELEMS)
-        self._idx = torch.empty(_PIECE_ELEMS, dtype=torch.int32)
-        self._a64 = torch.empty(_PIECE_ELEMS, dtype=torch.float64)
+        self._size = 0  # work buffers, reused across pieces (fresh large allocations page-fault)
 
     def add(self, rows: Tensor) -> None:
         flat = rows.reshape(-1)
         n = flat.numel()
-        if n > self._a32.numel():  # pieces are at most _PIECE_ELEMS unless a row alone is wider
+        if n > self._size:
+            self._size = n
             self._a32, self._u32 = torch.empty(n), torch.empty(n)
             self._idx, self._a64 = torch.empty(n, dtype=torch.int32), torch.empty(n, dtype=torch.float64)
         a32, u32, idx, a64 = self._a32[:n], self._u32[:n], self._idx[:n], self._a64[:n]
@@ -284,82 +295,95 @@ def _row_errors(a: Tensor, s: Tensor, m: int, clamp: bool, y: Tensor, q: Tensor)
     return y.sum(dim=1).to(torch.float64) * s64 * s64
 
 
-def _search_rows_pruned(a: Tensor, maxabs: Tensor, bits: int, grid: int) -> Tensor:
-    """Best candidate index per row by pruned exact evaluation (bits ≥ 5).
+def _lowest_candidate(best_e: Tensor, max64: Tensor, grid: int) -> Tensor:
+    """Smallest candidate i (1-based) that can still beat ``best_e`` per row.
 
-    Phase 1 evaluates the two largest thresholds on every row. A candidate i can only win where the
-    clipping of the max element alone, ``LB_i = (max|w_r|·(grid − i)/grid)²``, is below the row's best
-    error; LB grows as i shrinks, so each row needs candidates down to a limit only. Phase 2 evaluates
-    those (few rows, few candidates at 8 bits) in blocks.
+    Candidate i clips the max element by at least ``t_grid − t_i ≈ max·(grid − i)/grid``, so its error is
+    at least ``(max·(grid − i)/grid)²`` — a bound that grows as i shrinks. It is below best iff
+    ``i > grid·(1 − sqrt(best)/max)``; the 1e-4 slack covers the float32 rounding of the thresholds.
     """
-    m, rows, d = qmax(bits), a.shape[0], a.shape[1]
+    lim = grid * (1.0 - (best_e * (1.0 + 1e-4)).sqrt() / max64.clamp_min(1e-300))
+    return lim.floor_().to(torch.int64).add_(1).clamp_min_(1).masked_fill_(max64 == 0, grid)
+
+
+def _search_rows_pruned(a: Tensor, maxabs: Tensor, bits: int, grid: int) -> Tensor:
+    """Best candidate index per row by pruned exact evaluation (bits ≥ 4; ≈2 evaluations/row at 8 bits).
+
+    Candidates are evaluated from the largest threshold down, each only on the rows whose clipping bound
+    (:func:`_lowest_candidate`) still allows it to win; the bound tightens as the best error drops.
+    """
+    m, rows = qmax(bits), a.shape[0]
     y, q = torch.empty_like(a), torch.empty_like(a)
     max64 = maxabs.to(torch.float64)
     # i = grid never clips (|w|/s <= qmax up to float rounding, which round() absorbs)
     best_e = _row_errors(a, _candidate_column(max64, grid, bits, grid), m, False, y, q)
     best_i = torch.full((rows,), grid, dtype=torch.int64)
-    if grid > 1:
-        e2 = _row_errors(a, _candidate_column(max64, grid - 1, bits, grid), m, True, y, q)
-        better = e2 <= best_e  # ties: the smaller threshold, like argmin
-        best_e = torch.where(better, e2, best_e)
-        best_i.masked_fill_(better, grid - 1)
-    # smallest i whose bound may beat best: LB_i < best <=> i > grid·(1 − sqrt(best)/max); 1e-4 slack
-    # covers the float32 rounding of the thresholds t_i (|t_i − max·i/grid| ~ 1e-7·max)
-    lim = grid * (1.0 - (best_e * (1.0 + 1e-4)).sqrt() / max64.clamp_min(1e-300))
-    i_lo = lim.floor().to(torch.int64).add_(1).clamp_min_(1).masked_fill_(maxabs == 0, grid)
-    idx = (i_lo <= grid - 2).nonzero().squeeze(1)
-    if idx.numel() == 0:
-        return best_i - 1
-    sub, sub_max, sub_lo = a.index_select(0, idx), max64.index_select(0, idx), i_lo.index_select(0, idx)
-    sub_e, sub_i = best_e.index_select(0, idx), best_i.index_select(0, idx)
-    block = max(1, (_PIECE_ELEMS * 2) // (sub.shape[0] * d))
-    hi = grid - 2
-    lowest = int(sub_lo.min())
-    while hi >= lowest:  # candidates [lo, hi], descending blocks
-        lo = max(lowest, hi - block + 1)
-        i = torch.arange(lo, hi + 1, dtype=torch.float64)
-        s = (sub_max.unsqueeze(1) * i / (grid * m)).to(torch.float32).clamp_min_(_TINY)  # = candidate_scales
-        yy = sub.unsqueeze(1) / s.unsqueeze(2)  # r × K × d
-        qq = torch.round(yy).clamp_max_(m)
-        s64 = s.to(torch.float64)
-        e = yy.sub_(qq).square_().sum(dim=2).to(torch.float64) * s64 * s64
-        e.masked_fill_(i.to(torch.int64).unsqueeze(0) < sub_lo.unsqueeze(1), float("inf"))
-        be, bk = e.min(dim=1)  # first minimum: the smallest i in the block
-        better = be <= sub_e  # this block's thresholds are all smaller than those seen so far
-        sub_e = torch.where(better, be, sub_e)
-        sub_i = torch.where(better, bk + lo, sub_i)
-        hi = lo - 1
-    best_i.index_copy_(0, idx, sub_i)
+    lowest = _lowest_candidate(best_e, max64, grid)
+    for i in range(grid - 1, 0, -1):
+        idx = (lowest <= i).nonzero().squeeze(1)
+        n_act = idx.numel()
+        if n_act == 0:
+            break
+        s_i = _candidate_column(max64.index_select(0, idx), i, bits, grid)
+        if 2 * n_act > rows:  # mostly active: evaluate every row, keep the active ones
+            s_all = torch.ones(rows, dtype=torch.float32).index_copy_(0, idx, s_i)
+            e = _row_errors(a, s_all, m, True, y, q).index_select(0, idx)
+        else:
+            sub = torch.index_select(a, 0, idx, out=q[:n_act])
+            e = _row_errors(sub, s_i, m, True, y[:n_act], sub)
+        better = e <= best_e.index_select(0, idx)  # ties: the smaller threshold, like argmin
+        win = idx[better]
+        if win.numel():
+            best_e.index_copy_(0, win, e[better])
+            best_i.index_fill_(0, win, i)
+            new_low = _lowest_candidate(best_e.index_select(0, win), max64.index_select(0, win), grid)
+            lowest.index_copy_(0, win, new_low)
     return best_i - 1
 
 
 def _search_rows_steps(a: Tensor, maxabs: Tensor, bits: int, grid: int) -> Tensor:
-    """Best candidate index per row, every candidate exactly, in O(qmax) per element (bits ≤ 4).
+    """Best candidate index per row, every candidate exactly, in O(qmax) per element (bits ≤ 3).
 
     With ``u = |w|/s_1`` (s_1 = max|w|/(grid·qmax)), the code under candidate i is
     ``q_i = Σ_{k<qmax} [i ≤ u/(k+½)]``, so ``F1(i) = Σ |w|·q_i`` and ``F2(i) = Σ q_i²`` are reverse
     cumulative sums of per-row histograms over i, and ``E_i − Σw² = s_i² F2(i) − 2 s_i F1(i)``.
+    Rows are processed in sub-blocks whose buffers are allocated once.
     """
     m = qmax(bits)
     rows, d = a.shape
-    size = rows * (grid + 1)
-    inv = torch.where(maxabs > 0, (grid * m) / maxabs.clamp_min(_TINY), torch.zeros_like(maxabs))
-    u = a * inv.unsqueeze(1)  # float32: threshold round-off like the quantizer's own division
-    a64 = a.reshape(-1).to(torch.float64)
-    offs = (torch.arange(rows, dtype=torch.int32) * (grid + 1)).unsqueeze(1)
-    f1 = torch.zeros(size, dtype=torch.float64)
-    f2 = torch.zeros(size, dtype=torch.float64)
-    pos_f, pos = torch.empty_like(u), torch.empty(u.shape, dtype=torch.int32)
-    for k in range(m):  # q_i >= k+1  <=>  i <= u/(k+½)
-        torch.mul(u, 1.0 / (k + 0.5), out=pos_f)
-        pos.copy_(pos_f).clamp_max_(grid).add_(offs)  # truncation = floor (u >= 0)
-        flat = pos.view(-1)
-        f1.index_add_(0, flat, a64)
-        f2.add_(torch.bincount(flat, minlength=size), alpha=2 * k + 1)
-    f1 = f1.view(rows, grid + 1).flip(1).cumsum(1).flip(1)[:, 1:]
-    f2 = f2.view(rows, grid + 1).flip(1).cumsum(1).flip(1)[:, 1:]
-    s = candidate_scales(maxabs, bits, grid).to(torch.float64)
-    return (s * s * f2 - 2.0 * s * f1).argmin(dim=1)
+    step = max(1, min(rows, (_PIECE_ELEMS // 4) // d))
+    nb = grid + 1
+    u = torch.empty(step, d)
+    pos_f, pos = torch.empty(step, d), torch.empty(step, d, dtype=torch.int32)
+    a64 = torch.empty(step * d, dtype=torch.float64)
+    ones = torch.ones(step * d, dtype=torch.float64)
+    f1, f2 = torch.empty(step * nb, dtype=torch.float64), torch.empty(step * nb, dtype=torch.float64)
+    c1, c2 = torch.empty(step, nb, dtype=torch.float64), torch.empty(step, nb, dtype=torch.float64)
+    offs = (torch.arange(step, dtype=torch.int32) * nb).unsqueeze(1)
+    i64 = torch.arange(1, grid + 1, dtype=torch.float64)
+    best = torch.empty(rows, dtype=torch.int64)
+    for r0 in range(0, rows, step):
+        r = min(step, rows - r0)
+        ar, mr = a[r0:r0 + r], maxabs[r0:r0 + r]
+        inv = torch.where(mr > 0, (grid * m) / mr.clamp_min(_TINY), torch.zeros_like(mr))
+        ur, pf, ps = u[:r], pos_f[:r], pos[:r]
+        torch.mul(ar, inv.unsqueeze(1), out=ur)  # float32: threshold round-off like the quantizer's division
+        a64[: r * d].copy_(ar.reshape(-1))
+        g1, g2 = f1[: r * nb].zero_(), f2[: r * nb].zero_()
+        for k in range(m):  # q_i >= k+1  <=>  i <= u/(k+½)
+            torch.mul(ur, 1.0 / (k + 0.5), out=pf)
+            ps.copy_(pf).clamp_max_(grid).add_(offs[:r])  # truncation = floor (u >= 0)
+            flat = ps.view(-1)
+            g1.index_add_(0, flat, a64[: r * d])
+            g2.index_add_(0, flat, ones[: r * d], alpha=2 * k + 1)
+        # F(i) = Σ_{p >= i} D[p] = total − Σ_{p < i} D[p]
+        h1, h2 = torch.cumsum(g1.view(r, nb), 1, out=c1[:r]), torch.cumsum(g2.view(r, nb), 1, out=c2[:r])
+        F1 = h1[:, -1:] - h1[:, :grid]
+        F2 = h2[:, -1:] - h2[:, :grid]
+        sc = (mr.to(torch.float64).unsqueeze(1) * i64 / (grid * m)).to(torch.float32).clamp_min_(_TINY)
+        sc = sc.to(torch.float64)  # = candidate_scales (zero rows: any index, scale forced to 1 later)
+        best[r0:r0 + r] = F2.mul_(sc).sub_(F1, alpha=2.0).mul_(sc).argmin(dim=1)
+    return best
 
 
 def _search_rows_piece(start: int, rows: Tensor, bits: int, grid: int, name: str) -> Tensor:
@@ -368,13 +392,12 @@ def _search_rows_piece(start: int, rows: Tensor, bits: int, grid: int, name: str
     maxabs = a.amax(dim=1)
     if not bool(torch.isfinite(maxabs).all()):
         raise_nonfinite(rows, start, name)
-    if bits > _STEPS_MAX_BITS:
-        best = _search_rows_pruned(a, maxabs, bits, grid)
-    else:  # bounded temporaries: sub-pieces of ~2^16 elements
-        step = max(1, (_PIECE_ELEMS // 4) // a.shape[1])
-        best = torch.cat([_search_rows_steps(a[i:i + step], maxabs[i:i + step], bits, grid)
-                          for i in range(0, a.shape[0], step)])
-    return _scale_of_index(maxabs, best, bits, grid)
+    if bool(((maxabs > 0) & (maxabs < _TINY * (2 * grid * qmax(bits)))).any()):
+        # near-denormal rows: clamped candidate scales break the search's exact structure
+        cands = candidate_scales(maxabs, bits, grid)
+        return cands.gather(1, _candidate_errors(rows, cands, bits).argmin(1, keepdim=True)).squeeze(1)
+    search = _search_rows_pruned if bits > _STEPS_MAX_BITS else _search_rows_steps
+    return _scale_of_index(maxabs, search(a, maxabs, bits, grid), bits, grid)
 
 
 def _scale_of_index(maxabs: Tensor, best: Tensor, bits: int, grid: int) -> Tensor:

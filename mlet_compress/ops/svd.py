@@ -24,6 +24,7 @@ from ..errors import ConfigError, NumericalError
 ReadRows = Callable[[int, int], Tensor]
 TableLike = Union[Tensor, ReadRows]
 DEFAULT_CHUNK_ROWS = 65536
+_GRAM_ROWS = 8192  # rows per float64 GEMM (a cache-friendly reused buffer)
 
 
 # --------------------------------------------------------------------------------------------- readers
@@ -93,7 +94,10 @@ def iter_chunks(read: ReadRows, num_rows: int, chunk_rows: int, *, name: str = "
 def raise_nonfinite(rows: Tensor, start: int, name: str) -> None:
     """Raise :class:`NumericalError` naming the first row of ``rows`` (offset ``start``) holding NaN/Inf."""
     bad = ~torch.isfinite(rows).all(dim=1)
-    first = int(bad.nonzero()[0, 0]) if bad.any() else 0
+    if not bool(bad.any()):
+        raise NumericalError(f"{name}: rows {start}:{start + rows.shape[0]} overflow float64 when squared; "
+                             "rescale the table before compressing it")
+    first = int(bad.nonzero()[0, 0])
     n_bad = int((~torch.isfinite(rows)).sum())
     raise NumericalError(
         f"{name}: row {start + first} holds NaN/Inf ({n_bad} non-finite value(s) in rows {start}:{start + rows.shape[0]}); "
@@ -126,13 +130,23 @@ def gram_matrix(table: TableLike, num_rows: Optional[int] = None, dim: Optional[
     """
     read, n = as_row_reader(table, num_rows, name=name)
     gram: Optional[Tensor] = None
+    buf: Optional[Tensor] = None  # reused float64 copy of a sub-chunk (fresh allocations page-fault)
     for start, _, rows in iter_chunks(read, n, chunk_rows, name=name, dim=dim):
-        r64 = rows.to(torch.float64)
-        part = r64.T @ r64
-        # squares never cancel, so a NaN/Inf anywhere in the chunk shows on the diagonal
-        if not bool(torch.isfinite(part.diagonal()).all()):
-            raise_nonfinite(rows, start, name)
-        gram = part if gram is None else gram.add_(part)
+        if gram is None:
+            gram = torch.zeros(rows.shape[1], rows.shape[1], dtype=torch.float64, device=rows.device)
+        for k in range(0, rows.shape[0], _GRAM_ROWS):
+            part = rows[k:k + _GRAM_ROWS]
+            if part.dtype == torch.float64:
+                r64 = part
+            else:
+                if buf is None or buf.shape[0] < part.shape[0]:
+                    buf = torch.empty(min(_GRAM_ROWS, rows.shape[0]), rows.shape[1], dtype=torch.float64, device=rows.device)
+                r64 = buf[: part.shape[0]].copy_(part)
+            before = gram.diagonal().sum()
+            gram.addmm_(r64.T, r64)
+            # squares never cancel, so a NaN/Inf anywhere in the sub-chunk shows on the diagonal
+            if not bool(torch.isfinite(gram.diagonal().sum() - before)):
+                raise_nonfinite(part, start + k, name)
     if gram is None:  # unreachable: as_row_reader refuses 0 rows
         raise ConfigError(f"{name}: table has no rows")
     return gram
@@ -331,9 +345,16 @@ def low_rank_factors(table: TableLike, *, num_rows: Optional[int] = None, rank: 
         True
     """
     plan = plan_low_rank(table, num_rows=num_rows, rank=rank, energy=energy, chunk_rows=chunk_rows, name=name)
-    parts = [a for _, _, a in iter_projected_rows(table, plan, num_rows=num_rows, chunk_rows=chunk_rows,
-                                                  out_dtype=out_dtype, name=name)]
-    return LowRankResult(A=torch.cat(parts, 0), B=plan.B(out_dtype), sigma=plan.sigma, rank=plan.rank,
+    read, n = as_row_reader(table, num_rows, name=name)
+    work = torch.float64 if out_dtype == torch.float64 else torch.float32
+    V = plan.V.to(work)
+    A = torch.empty(n, plan.rank, dtype=out_dtype, device=V.device)
+    for start, stop, rows in iter_chunks(read, n, chunk_rows, name=name, dim=V.shape[0]):
+        if rows.dtype == work and out_dtype == work:
+            torch.matmul(rows, V, out=A[start:stop])  # straight into A: no per-chunk allocation
+        else:
+            A[start:stop] = project_rows(rows, V, out_dtype)
+    return LowRankResult(A=A, B=plan.B(out_dtype), sigma=plan.sigma, rank=plan.rank,
                          error_sq=plan.error_sq, rel_error=plan.rel_error)
 
 
