@@ -221,3 +221,10 @@ def test_emb_lr_mult_scales_only_the_embedding_step(tiny_splits):
         else:
             assert torch.allclose(da, db, atol=1e-7)
     assert n_tables == len(tiny_splits.preprocessor.vocab_sizes)
+
+
+def test_divergence_is_a_numerical_error(tiny_splits):
+    from mlet_compress.errors import NumericalError
+
+    with pytest.raises(NumericalError, match="lower --lr"):
+        train(tiny_cfg(optimizer="sgd", lr=1e30, max_steps_per_epoch=10), tiny_splits)

@@ -181,7 +181,7 @@ def fit(
         gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch)
         order = shard_indices(torch.randperm(len(train), generator=gen), info)
         t0 = time.perf_counter()
-        loss_sum, loss_n, window, window_t, window_rows = 0.0, 0, [], time.perf_counter(), 0
+        loss_sum, window, window_t, window_rows = 0.0, [], time.perf_counter(), 0
         for i in range(n_steps):
             idx = order[i * local_bs : (i + 1) * local_bs]
             dense = train.dense[idx].to(device, non_blocking=True)
@@ -199,23 +199,21 @@ def fit(
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Sparse invariant checks")
                 optimizer.step()
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise NumericalError(
-                    f"training loss became {value} at epoch {epoch} step {i + 1}; "
-                    "lower --lr or --init-std (MLET diverges when the projection init is too large)"
-                )
             st.step += 1
-            loss_sum += value
-            loss_n += 1
-            window.append(value)
+            window.append(loss.detach())  # read back only every log_every steps (no per-step device sync)
             window_rows += idx.numel() * info.world_size
             if (i + 1) % log_every == 0 or i + 1 == n_steps:
+                mean = float(torch.stack(window).mean())
+                if not math.isfinite(mean):
+                    raise NumericalError(
+                        f"training loss became {mean} at epoch {epoch} (steps {i + 2 - len(window)}-{i + 1}); "
+                        "lower --lr or --init-std (MLET diverges when the projection init is too large)"
+                    )
+                loss_sum += mean * len(window)
                 now = time.perf_counter()
-                rate = window_rows / max(now - window_t, 1e-9)
-                cb.on_step(st.step, sum(window) / len(window), rate)
+                cb.on_step(st.step, mean, window_rows / max(now - window_t, 1e-9))
                 window, window_t, window_rows = [], now, 0
-        train_loss = all_mean(loss_sum / max(loss_n, 1), info)
+        train_loss = all_mean(loss_sum / max(n_steps, 1), info)
         record: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "steps": n_steps}
         score: Optional[float] = None
         if val is not None and len(val):

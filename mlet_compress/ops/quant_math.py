@@ -1,0 +1,126 @@
+"""Quantizer math: validation, candidate scales, quantize, errors and the exhaustive reference search.
+
+``q = clamp(round(w / s), -qmax, qmax)`` (round half to even), ``ŵ = s·q``, ``qmax = 2^(b-1) - 1``; the
+candidate scales are ``s_i = max|w|·i/(grid·qmax)``, i = 1..grid. The fast exact search lives in
+:mod:`.quant_search`; the public entry points in :mod:`.quant`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError
+from .packing import GRANULARITIES, check_bits, qmax, sqnr_db
+from .svd import check_float
+
+_TINY = torch.finfo(torch.float32).tiny
+
+
+def check_grid(grid: int) -> int:
+    """Validate the number of candidate thresholds (an int ≥ 1)."""
+    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
+        raise ConfigError(f"grid={grid!r} must be an integer ≥ 1 (number of candidate clipping thresholds)")
+    return grid
+
+
+def check_granularity(granularity: str) -> str:
+    """Validate the scale granularity ("table" or "row")."""
+    if granularity not in GRANULARITIES:
+        raise ConfigError(f"granularity={granularity!r} is not supported; use one of {GRANULARITIES}")
+    return granularity
+
+
+def candidate_scales(maxabs: Tensor, bits: int, grid: int) -> Tensor:
+    """The candidate scales ``s_i = float32(max|w|·i / (grid·qmax))``, i = 1..grid, in float32.
+
+    A zero ``maxabs`` (all-zero table/row) gets scale 1.0 for every candidate; scales that would
+    underflow are clamped to the smallest normal float32.
+
+    Args:
+        maxabs: max|w|, shape [] or [n].
+        bits, grid: quantizer bits and grid size.
+
+    Returns:
+        float32 of shape ``maxabs.shape + (grid,)``.
+
+    Example:
+        >>> candidate_scales(torch.tensor(127.0), 8, 2).tolist()
+        [0.5, 1.0]
+    """
+    m = maxabs.to(torch.float64).unsqueeze(-1)
+    i = torch.arange(1, check_grid(grid) + 1, dtype=torch.float64)
+    s = (m * i / (grid * qmax(bits))).to(torch.float32).clamp_min(_TINY)
+    return torch.where(m == 0, torch.ones_like(s), s)
+
+
+def quantize(w: Tensor, scale: Tensor, bits: int) -> Tensor:
+    """int8 codes ``clamp(round(w / scale), -qmax, qmax)`` (float32 division, round half to even).
+
+    Args:
+        w: float tensor (…×d).
+        scale: positive float32 scale, 0-d or one per row (shape ``w.shape[:-1]``).
+        bits: 2..8.
+
+    Example:
+        >>> quantize(torch.tensor([0.26, -3.0]), torch.tensor(0.5), 2).tolist()
+        [1, -1]
+    """
+    m = qmax(bits)
+    s = scale.to(torch.float32)
+    if s.dim() and s.dim() == w.dim() - 1:
+        s = s.unsqueeze(-1)
+    return torch.round(w.to(torch.float32) / s).clamp_(-m, m).to(torch.int8)
+
+
+def quant_error(w: Tensor, w_hat: Tensor) -> tuple[float, float]:
+    """``(‖w − ŵ‖₂, SQNR in dB)`` computed in float64.
+
+    Example:
+        >>> quant_error(torch.tensor([3.0, 4.0]), torch.tensor([3.0, 4.0]))
+        (0.0, inf)
+    """
+    w64, h64 = w.detach().to(torch.float64), w_hat.detach().to(torch.float64)
+    err = float(((w64 - h64) ** 2).sum())
+    return err**0.5, sqnr_db(float((w64**2).sum()), err)
+
+
+# --------------------------------------------------------------------------------------------- references
+def _candidate_errors(w: Tensor, cands: Tensor, bits: int) -> Tensor:
+    """Exact float64 squared errors of every candidate: shape [grid] (1-D cands) or [n, grid] (n×grid).
+
+    Literally ``dequantize(quantize(w, s, bits), s)`` for each candidate s (codes fit int8 exactly, so
+    the round trip through int8 is skipped), vectorised over blocks of candidates.
+    """
+    m = qmax(bits)
+    w32, w64 = w.to(torch.float32), w.to(torch.float64)
+    per_row = cands.dim() == 2
+    k_all = cands.shape[-1]
+    block = max(1, (1 << 21) // max(1, w32.numel()))
+    errs = []
+    for lo in range(0, k_all, block):
+        s = cands[..., lo:lo + block]  # [K] or [n, K]
+        s = s.unsqueeze(-1) if per_row else s.view(-1, *([1] * w32.dim()))
+        x = w32.unsqueeze(-2) if per_row else w32.unsqueeze(0)  # n×1×d against n×K×1, or 1×… against K×1…
+        deq = torch.round(x / s).clamp_(-m, m).mul_(s).to(torch.float64)
+        e = (w64.unsqueeze(-2) if per_row else w64.unsqueeze(0)) - deq
+        errs.append(e.square_().sum(dim=-1) if per_row else e.square_().reshape(e.shape[0], -1).sum(dim=1))
+    return torch.cat(errs, dim=-1)
+
+
+def search_scale_exhaustive(w: Tensor, bits: int = 8, grid: int = 100, granularity: str = "table") -> Tensor:
+    """Reference search: quantize with every candidate and keep the smallest float64 L2 error.
+
+    Slow (grid full passes); for tests and tiny tables. Ties keep the smallest threshold.
+
+    Example:
+        >>> float(search_scale_exhaustive(torch.tensor([[1.0, -0.5]]), bits=2, grid=4))
+        0.75
+    """
+    check_bits(bits), check_grid(grid), check_granularity(granularity)
+    check_float(w, "table")
+    a = w.detach().abs()
+    m = a.amax() if granularity == "table" else a.amax(dim=-1)
+    cands = candidate_scales(m, bits, grid)
+    best = _candidate_errors(w.detach(), cands, bits).argmin(dim=-1, keepdim=True)
+    return cands.gather(-1, best).squeeze(-1)

@@ -1,0 +1,295 @@
+"""The fast exact scale search behind :func:`mlet_compress.ops.quant.search_scale`.
+
+It returns the candidate the exhaustive evaluation returns (same error; only float round-off of elements
+lying exactly on a rounding threshold can differ):
+
+* per table — after a max pass, one pass builds a histogram of |w| with ``2·grid·qmax`` bins over
+  [0, max|w|]. Every rounding threshold ``(k + ½)·s_i`` of every candidate is a bin edge, so the per-bin
+  count N_j and float64 sum S1_j of |w| give every candidate's error exactly:
+  ``E_i = Σw² − 2 s_i Σ_j q_ij S1_j + s_i² Σ_j q_ij² N_j``.
+* per row — up to 3 bits, every candidate exactly in O(qmax) per element (histograms of the positions
+  where each element's code steps, :func:`_search_rows_steps`); from 4 bits, candidates from the largest
+  threshold down, each only on rows whose clipping bound ``(max|w_r|·(grid − i)/grid)²`` is still below
+  the row's best error (≈2 evaluations per row at 8 bits, :func:`_search_rows_pruned`).
+
+Work is split into cache-sized pieces binned/searched on ``torch.get_num_threads()`` worker threads
+(chunks are read in the calling thread). Memory is O(chunk).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator
+
+import torch
+from torch import Tensor
+
+from .packing import qmax
+from .quant_math import _TINY, _candidate_errors, candidate_scales
+from .svd import iter_chunks, raise_nonfinite
+
+_MAX_BINS = 1 << 22  # histogram size limit; larger grids fall back to the exhaustive evaluation
+_STEPS_MAX_BITS = 3  # per-row search: histogram of code steps up to 3 bits, pruned evaluation above
+_PIECE_ELEMS = 1 << 18  # elements per unit of work of the table histogram (cache-sized)
+_ROW_PIECE_ELEMS = 1 << 20  # per-row search: larger units amortise its per-piece Python work
+_MAX_WORKERS = 8
+
+
+# --------------------------------------------------------------------------------------------- plumbing
+def _pieces(read, n: int, chunk_rows: int, name: str, elems: int) -> Iterator[tuple[int, Tensor]]:
+    """``(start, rows)`` pieces of ≤ ``elems`` elements (one unit of work) of every chunk read."""
+    for start, _, rows in iter_chunks(read, n, chunk_rows, name=name):
+        step = max(1, elems // rows.shape[1])
+        for k in range(0, rows.shape[0], step):
+            yield start + k, rows[k:k + step]
+
+
+def _ordered_map(fn: Callable, items: Iterable[tuple], workers: int) -> Iterator:
+    """``fn(*item)`` for each item, in order, on ``workers`` threads with a bounded queue.
+
+    Reading stays in the calling thread (``read_rows`` need not be thread-safe). Each worker runs its
+    torch kernels single-threaded, which is what the per-piece kernels (bincount, index_add_) are anyway
+    and keeps intra-op barriers out of the hot loop on busy machines.
+    """
+    if workers <= 1:
+        for item in items:
+            yield fn(*item)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(fn, *item))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _workers() -> int:
+    return max(1, min(torch.get_num_threads(), _MAX_WORKERS))
+
+
+def _piece_max_abs(start: int, rows: Tensor, name: str) -> float:
+    lo, hi = torch.aminmax(rows)
+    lo, hi = float(lo), float(hi)
+    if not (abs(lo) < float("inf") and abs(hi) < float("inf")):
+        raise_nonfinite(rows, start, name)
+    return max(-lo, hi)
+
+
+# --------------------------------------------------------------------------------------------- per table
+class _Histogram:
+    """Per-bin count and float64 sum of |w| over ``nbins`` uniform bins of [0, maxabs] (+1 overflow bin)."""
+
+    def __init__(self, nbins: int, maxabs: float):
+        self.nbins, self.inv_width = nbins, nbins / maxabs
+        self.count = torch.zeros(nbins + 1, dtype=torch.int64)
+        self.sum1 = torch.zeros(nbins + 1, dtype=torch.float64)
+        self._size = 0  # work buffers, reused across pieces (fresh large allocations page-fault)
+
+    def add(self, rows: Tensor) -> None:
+        flat = rows.reshape(-1)
+        n = flat.numel()
+        if n > self._size:
+            self._size = n
+            self._a32, self._u32 = torch.empty(n), torch.empty(n)
+            self._idx, self._a64 = torch.empty(n, dtype=torch.int32), torch.empty(n, dtype=torch.float64)
+        a32, u32, idx, a64 = self._a32[:n], self._u32[:n], self._idx[:n], self._a64[:n]
+        if flat.dtype == torch.float32:
+            torch.abs(flat, out=a32)
+        else:
+            a32.copy_(flat).abs_()
+        torch.mul(a32, self.inv_width, out=u32)
+        # truncation = floor for |w| >= 0; |w| <= max gives u < nbins·(1 + 2^-23) < nbins + 1, so the
+        # largest index is nbins (the overflow bin) and no clamp is needed
+        idx.copy_(u32)
+        self.count += torch.bincount(idx, minlength=self.nbins + 1)
+        a64.copy_(a32)
+        self.sum1.index_add_(0, idx, a64)
+
+
+def _table_errors_from_histogram(hists: list, cands: Tensor, bits: int, grid: int) -> Tensor:
+    """``E_i − Σw²`` for every candidate, exact from the histograms (float64 [grid]; same argmin as E_i)."""
+    count = sum(h.count for h in hists)
+    sum1 = sum(h.sum1 for h in hists)
+    count[-2] += count[-1]  # |w| == max lands one past the last bin: same codes as the last bin
+    sum1[-2] += sum1[-1]
+    nz = count[:-1].nonzero().squeeze(1)
+    n_j, s1_j = count[nz].to(torch.float64), sum1[nz]
+    m = qmax(bits)
+    s = cands.to(torch.float64)
+    errs = torch.empty(grid, dtype=torch.float64)
+    step = max(1, (1 << 22) // max(1, nz.numel()))
+    for lo in range(0, grid, step):
+        i = torch.arange(lo + 1, min(grid, lo + step) + 1, dtype=torch.int64).unsqueeze(1)
+        # bin j = [j, j+1)·width; candidate i's thresholds (k+½)·s_i = (2k+1)·i·width are bin edges
+        q = torch.div(nz.unsqueeze(0) + i, 2 * i, rounding_mode="floor").clamp_max_(m).to(torch.float64)
+        si = s[lo:lo + i.shape[0]]
+        errs[lo:lo + i.shape[0]] = si * si * ((q * q) @ n_j) - 2.0 * si * (q @ s1_j)
+    return errs
+
+
+def search_table(read, n: int, bits: int, grid: int, chunk_rows: int, name: str) -> Tensor:
+    workers = _workers()
+    pieces = _pieces(read, n, chunk_rows, name, _ROW_PIECE_ELEMS)
+    maxabs = max(_ordered_map(lambda st, r: _piece_max_abs(st, r, name), pieces, workers))
+    if maxabs == 0.0:
+        return torch.tensor(1.0, dtype=torch.float32)
+    cands = candidate_scales(torch.tensor(maxabs, dtype=torch.float64), bits, grid)
+    nbins = 2 * grid * qmax(bits)
+    if not bool((cands > _TINY).all()) or nbins > _MAX_BINS:
+        # degenerate (denormal scales) or a huge grid: exhaustive evaluation, streamed
+        errs = torch.zeros(grid, dtype=torch.float64)
+        for _, _, rows in iter_chunks(read, n, chunk_rows, name=name):
+            errs += _candidate_errors(rows, cands, bits)
+        return cands[int(errs.argmin())]
+    local, hists, lock = threading.local(), [], threading.Lock()
+
+    def add(_start: int, rows: Tensor) -> None:
+        h = getattr(local, "hist", None)
+        if h is None:
+            h = local.hist = _Histogram(nbins, maxabs)
+            with lock:
+                hists.append(h)
+        h.add(rows)
+
+    for _ in _ordered_map(add, _pieces(read, n, chunk_rows, name, _PIECE_ELEMS), workers):
+        pass
+    return cands[int(_table_errors_from_histogram(hists, cands, bits, grid).argmin())]
+
+
+# --------------------------------------------------------------------------------------------- per row
+def _candidate_column(max64: Tensor, i: int, bits: int, grid: int) -> Tensor:
+    """Column i (1-based) of :func:`candidate_scales` for per-row maxima, bit-identical to it."""
+    s = (max64 * float(i) / (grid * qmax(bits))).to(torch.float32).clamp_min_(_TINY)
+    return s.masked_fill_(max64 == 0, 1.0)
+
+
+def _row_errors(a: Tensor, s: Tensor, m: int, clamp: bool, y: Tensor, q: Tensor) -> Tensor:
+    """float64 squared error per row of |w| rows ``a`` with per-row float32 scales ``s`` (y, q: buffers)."""
+    torch.div(a, s.unsqueeze(1), out=y)  # the quantizer's own float32 division
+    torch.round(y, out=q)
+    if clamp:
+        q.clamp_max_(m)
+    y.sub_(q).square_()
+    s64 = s.to(torch.float64)
+    return y.sum(dim=1).to(torch.float64) * s64 * s64
+
+
+def _lowest_candidate(best_e: Tensor, max64: Tensor, grid: int) -> Tensor:
+    """Smallest candidate i (1-based) that can still beat ``best_e`` per row.
+
+    Candidate i clips the max element by at least ``t_grid − t_i ≈ max·(grid − i)/grid``, so its error is
+    at least ``(max·(grid − i)/grid)²`` — a bound that grows as i shrinks. It is below best iff
+    ``i > grid·(1 − sqrt(best)/max)``; the 1e-4 slack covers the float32 rounding of the thresholds.
+    """
+    lim = grid * (1.0 - (best_e * (1.0 + 1e-4)).sqrt() / max64.clamp_min(1e-300))
+    return lim.floor_().to(torch.int64).add_(1).clamp_min_(1).masked_fill_(max64 == 0, grid)
+
+
+def _search_rows_pruned(a: Tensor, maxabs: Tensor, bits: int, grid: int) -> Tensor:
+    """Best candidate index per row by pruned exact evaluation (bits ≥ 4; ≈2 evaluations/row at 8 bits).
+
+    Candidates are evaluated from the largest threshold down, each only on the rows whose clipping bound
+    (:func:`_lowest_candidate`) still allows it to win; the bound tightens as the best error drops.
+    """
+    m, rows = qmax(bits), a.shape[0]
+    y, q = torch.empty_like(a), torch.empty_like(a)
+    max64 = maxabs.to(torch.float64)
+    # i = grid never clips (|w|/s <= qmax up to float rounding, which round() absorbs)
+    best_e = _row_errors(a, _candidate_column(max64, grid, bits, grid), m, False, y, q)
+    best_i = torch.full((rows,), grid, dtype=torch.int64)
+    lowest = _lowest_candidate(best_e, max64, grid)
+    for i in range(grid - 1, 0, -1):
+        idx = (lowest <= i).nonzero().squeeze(1)
+        n_act = idx.numel()
+        if n_act == 0:
+            break
+        s_i = _candidate_column(max64.index_select(0, idx), i, bits, grid)
+        if 2 * n_act > rows:  # mostly active: evaluate every row, keep the active ones
+            s_all = torch.ones(rows, dtype=torch.float32).index_copy_(0, idx, s_i)
+            e = _row_errors(a, s_all, m, True, y, q).index_select(0, idx)
+        else:
+            sub = torch.index_select(a, 0, idx, out=q[:n_act])
+            e = _row_errors(sub, s_i, m, True, y[:n_act], sub)
+        better = e <= best_e.index_select(0, idx)  # ties: the smaller threshold, like argmin
+        win = idx[better]
+        if win.numel():
+            best_e.index_copy_(0, win, e[better])
+            best_i.index_fill_(0, win, i)
+            new_low = _lowest_candidate(best_e.index_select(0, win), max64.index_select(0, win), grid)
+            lowest.index_copy_(0, win, new_low)
+    return best_i - 1
+
+
+def _search_rows_steps(a: Tensor, maxabs: Tensor, bits: int, grid: int) -> Tensor:
+    """Best candidate index per row, every candidate exactly, in O(qmax) per element (bits ≤ 3).
+
+    With ``u = |w|/s_1`` (s_1 = max|w|/(grid·qmax)), the code under candidate i is
+    ``q_i = Σ_{k<qmax} [i ≤ u/(k+½)]``, so ``F1(i) = Σ |w|·q_i`` and ``F2(i) = Σ q_i²`` are reverse
+    cumulative sums of per-row histograms over i, and ``E_i − Σw² = s_i² F2(i) − 2 s_i F1(i)``.
+    Rows are processed in sub-blocks whose buffers are allocated once.
+    """
+    m = qmax(bits)
+    rows, d = a.shape
+    step = max(1, min(rows, (_PIECE_ELEMS // 4) // d))
+    nb = grid + 1
+    u = torch.empty(step, d)
+    pos_f, pos = torch.empty(step, d), torch.empty(step, d, dtype=torch.int32)
+    a64 = torch.empty(step * d, dtype=torch.float64)
+    ones = torch.ones(step * d, dtype=torch.float64)
+    f1, f2 = torch.empty(step * nb, dtype=torch.float64), torch.empty(step * nb, dtype=torch.float64)
+    c1, c2 = torch.empty(step, nb, dtype=torch.float64), torch.empty(step, nb, dtype=torch.float64)
+    offs = (torch.arange(step, dtype=torch.int32) * nb).unsqueeze(1)
+    i64 = torch.arange(1, grid + 1, dtype=torch.float64)
+    best = torch.empty(rows, dtype=torch.int64)
+    for r0 in range(0, rows, step):
+        r = min(step, rows - r0)
+        ar, mr = a[r0:r0 + r], maxabs[r0:r0 + r]
+        inv = torch.where(mr > 0, (grid * m) / mr.clamp_min(_TINY), torch.zeros_like(mr))
+        ur, pf, ps = u[:r], pos_f[:r], pos[:r]
+        torch.mul(ar, inv.unsqueeze(1), out=ur)  # float32: threshold round-off like the quantizer's division
+        a64[: r * d].copy_(ar.reshape(-1))
+        g1, g2 = f1[: r * nb].zero_(), f2[: r * nb].zero_()
+        for k in range(m):  # q_i >= k+1  <=>  i <= u/(k+½)
+            torch.mul(ur, 1.0 / (k + 0.5), out=pf)
+            ps.copy_(pf).clamp_max_(grid).add_(offs[:r])  # truncation = floor (u >= 0)
+            flat = ps.view(-1)
+            g1.index_add_(0, flat, a64[: r * d])
+            g2.index_add_(0, flat, ones[: r * d], alpha=2 * k + 1)
+        # F(i) = Σ_{p >= i} D[p] = total − Σ_{p < i} D[p]
+        h1, h2 = torch.cumsum(g1.view(r, nb), 1, out=c1[:r]), torch.cumsum(g2.view(r, nb), 1, out=c2[:r])
+        F1 = h1[:, -1:] - h1[:, :grid]
+        F2 = h2[:, -1:] - h2[:, :grid]
+        sc = (mr.to(torch.float64).unsqueeze(1) * i64 / (grid * m)).to(torch.float32).clamp_min_(_TINY)
+        sc = sc.to(torch.float64)  # = candidate_scales (zero rows: any index, scale forced to 1 later)
+        best[r0:r0 + r] = F2.mul_(sc).sub_(F1, alpha=2.0).mul_(sc).argmin(dim=1)
+    return best
+
+
+def _search_rows_piece(start: int, rows: Tensor, bits: int, grid: int, name: str) -> Tensor:
+    """Best per-row scales of one piece (float32 [R]) — the candidates the exhaustive search picks."""
+    a = rows.to(torch.float32).abs()
+    maxabs = a.amax(dim=1)
+    if not bool(torch.isfinite(maxabs).all()):
+        raise_nonfinite(rows, start, name)
+    if bool(((maxabs > 0) & (maxabs < _TINY * (2 * grid * qmax(bits)))).any()):
+        # near-denormal rows: clamped candidate scales break the search's exact structure
+        cands = candidate_scales(maxabs, bits, grid)
+        return cands.gather(1, _candidate_errors(rows, cands, bits).argmin(1, keepdim=True)).squeeze(1)
+    search = _search_rows_pruned if bits > _STEPS_MAX_BITS else _search_rows_steps
+    return _scale_of_index(maxabs, search(a, maxabs, bits, grid), bits, grid)
+
+
+def _scale_of_index(maxabs: Tensor, best: Tensor, bits: int, grid: int) -> Tensor:
+    """Scales of candidate indices ``best`` (0-based) per row, bit-identical to :func:`candidate_scales`."""
+    s = (maxabs.to(torch.float64) * (best + 1).to(torch.float64) / (grid * qmax(bits))).to(torch.float32)
+    return s.clamp_min_(_TINY).masked_fill_(maxabs == 0, 1.0)
+
+
+def search_rows(read, n: int, bits: int, grid: int, chunk_rows: int, name: str) -> Tensor:
+    """Best per-row scales (float32 [n]) of a table given as ``read(start, stop)``."""
+    fn = lambda start, rows: _search_rows_piece(start, rows, bits, grid, name)  # noqa: E731
+    return torch.cat(list(_ordered_map(fn, _pieces(read, n, chunk_rows, name, _ROW_PIECE_ELEMS), _workers())))
