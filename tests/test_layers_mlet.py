@@ -183,3 +183,26 @@ def test_preserve_function_is_exact():
     torch.testing.assert_close(model["b"](idx), before[1], rtol=1e-5, atol=1e-6)
     collapse(model)
     torch.testing.assert_close(model["t"](idx), before[0], rtol=1e-5, atol=1e-6)
+
+
+def test_lookup_fields_batches_projections_exactly():
+    from mlet_compress.layers.mlet import lookup_fields
+
+    torch.manual_seed(8)
+    tabs = [MLETEmbedding(40, 4, 8, padding_idx=0, sparse=True, num_buckets=None if i else 40).double() for i in range(4)]
+    cols = [torch.randint(0, 40, (7,)) for _ in range(4)]
+    cols[0][0] = 0
+    batched = lookup_fields(tabs, cols)
+    looped = torch.stack([m(c) for m, c in zip(tabs, cols)], dim=1)
+    torch.testing.assert_close(batched, looped, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(batched)
+    (batched * g).sum().backward()
+    grads = [(m.table.grad.to_dense().clone(), m.proj.grad.clone()) for m in tabs]
+    for m in tabs:
+        m.zero_grad(set_to_none=True)
+    (looped.detach() * 0 + torch.stack([m(c) for m, c in zip(tabs, cols)], dim=1) * g).sum().backward()
+    for (tg, pg), m in zip(grads, tabs):
+        torch.testing.assert_close(tg, m.table.grad.to_dense(), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(pg, m.proj.grad, rtol=1e-12, atol=1e-12)
+    mixed = [MLETEmbedding(40, 4, 8), nn.Embedding(40, 4)]
+    assert lookup_fields(mixed, cols[:2]).shape == (7, 2, 4)

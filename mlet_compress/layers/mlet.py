@@ -236,3 +236,31 @@ class MLETEmbeddingBag(_MLETMixin, nn.Module):
         if self.num_buckets is not None:
             s += f", num_buckets={self.num_buckets}"
         return s
+
+
+def lookup_fields(modules: list[nn.Module], columns: list[Tensor]) -> Tensor:
+    """Look up one index column per table and stack the results: ``[B, F, d]``.
+
+    When every table is an :class:`MLETEmbedding` with the same (k, d, dtype), the F small projections
+    run as one batched matmul (``[F, B, k] @ [F, k, d]``) instead of F separate ones — the same math,
+    fewer kernel launches, which matters for models with many small tables (DLRM: 26). Any other mix
+    of modules is looked up one by one.
+
+    Example:
+        >>> tabs = [MLETEmbedding(10, 4, 8) for _ in range(3)]
+        >>> lookup_fields(tabs, [torch.tensor([1, 2])] * 3).shape
+        torch.Size([2, 3, 4])
+    """
+    same = (
+        len(modules) > 1
+        and all(type(m) is MLETEmbedding for m in modules)
+        and len({(m.inner_dim, m.embedding_dim, m.table.dtype, m.table.device) for m in modules}) == 1
+    )
+    if not same:
+        return torch.stack([m(c) for m, c in zip(modules, columns)], dim=1)
+    rows = torch.stack([
+        F.embedding(hash_indices(c, m.num_buckets), m.table, m.padding_idx, None, 2.0, m.scale_grad_by_freq, m.sparse)
+        for m, c in zip(modules, columns)
+    ])  # F×B×k
+    proj = torch.stack([m.proj for m in modules])  # F×d×k
+    return torch.bmm(rows, proj.transpose(1, 2)).transpose(0, 1)  # B×F×d

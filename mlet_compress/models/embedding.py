@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from mlet_compress.errors import ConfigError, DataError
+from mlet_compress.layers.mlet import lookup_fields
 
 INITS = ("normal", "dlrm")
 
@@ -184,7 +185,8 @@ class FeatureEmbedding(nn.Module):
     def forward(self, sparse: torch.Tensor) -> torch.Tensor:
         """Look every field up: LongTensor [B, F] -> [B, F, embed_dim]."""
         check_sparse_input(sparse, self.num_fields, "FeatureEmbedding")
-        return torch.stack([self.tables[n](sparse[:, i]) for i, n in enumerate(self.field_names)], dim=1)
+        # lookup_fields batches the projections when the tables have been MLET-wrapped
+        return lookup_fields([self.tables[n] for n in self.field_names], [sparse[:, i] for i in range(self.num_fields)])
 
 
 class LinearFeatures(nn.Module):

@@ -52,10 +52,14 @@ def collapse_weight(table: Tensor, proj: Tensor, out_dtype: Optional[torch.dtype
 
 
 def all_finite(t: Tensor) -> bool:
-    """True when ``t`` holds no NaN/Inf (a cheap sum first; the exact check only if the sum is not finite)."""
+    """True when ``t`` holds no NaN/Inf.
+
+    A NaN/Inf anywhere makes the sum NaN/Inf, so a finite sum proves the tensor finite; only when the sum
+    is not finite (a NaN/Inf, or a sum overflowing float32) is the exact element-wise check run.
+    """
     if not t.is_floating_point() or t.numel() == 0:
         return True
-    if bool(torch.isfinite(t.sum(dtype=torch.float64))):
+    if bool(torch.isfinite(t.sum())):
         return True
     return bool(torch.isfinite(t).all())
 
