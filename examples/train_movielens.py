@@ -13,55 +13,13 @@ The data is licensed and not in the repository: it is read from ../shared/data n
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
-from mlet_compress.train import DataSpec, TrainConfig, compare_seeds
+from _compare_sample import SHARED, main
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "movielens-100k"
+DATA = SHARED / "movielens-100k"
 FORMAT = "movielens"
 DEFAULT_MODEL = "deepfm"
 
-
-def print_table(res: dict) -> None:
-    """A plain-text table of the mean (± std) metrics per variant."""
-    cols = [("test AUC", "auc"), ("LogLoss", "logloss"), ("PR-AUC", "pr_auc"), ("Set A PR-AUC", "set_a_pr_auc"),
-            ("Set B PR-AUC", "set_b_pr_auc"), ("epoch", "selected_epoch"), ("emb params (infer)", "emb_params_inference")]
-    print(f"{'variant':26s}" + "".join(f"{name:>20s}" for name, _ in cols))
-    for row in res["rows"]:
-        cells = []
-        for _, key in cols:
-            v, s = row[key], row.get(key + "_std", 0.0)
-            cells.append(f"{v:,.0f}" if key.startswith("emb") else f"{v:.1f}" if key == "selected_epoch" else f"{v:.4f}±{s:.4f}")
-        print(f"{row['variant']:26s}" + "".join(f"{c:>20s}" for c in cells))
-    s = res["summary"]
-    print(f"MLET - paper baseline: AUC {s['vs_paper']['auc']:+.4f}, Set B PR-AUC {s['vs_paper']['set_b_pr_auc']:+.4f}")
-    print(f"MLET - best baseline on validation ({s['best_variant']}): AUC {s['vs_best']['auc']:+.4f}")
-
-
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DATA)
-    ap.add_argument("--model", default=DEFAULT_MODEL)
-    ap.add_argument("--dim", type=int, default=16)
-    ap.add_argument("--mlet-k", type=int, default=64)
-    ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--patience", type=int, default=2)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--emb-lr-mults", type=float, nargs="*", default=[1, 4, 10])
-    ap.add_argument("--out", type=Path, default=None, help="write every run here (default: keep nothing)")
-    args = ap.parse_args()
-    if not args.data.exists():
-        print(f"data not found: {args.data}\nPut the shared data next to the repository (../shared/data) or pass --data.")
-        return 0
-    cfg = TrainConfig(model=args.model, dim=args.dim, mlet_k=args.mlet_k, epochs=args.epochs, patience=args.patience,
-                      save_state=False, data=DataSpec(path=str(args.data), format=FORMAT))
-    res = compare_seeds(cfg, args.seeds, emb_lr_mults=args.emb_lr_mults, out=args.out)
-    print(f"{args.model} on {args.data.name}, d={args.dim}, k={args.mlet_k}, seeds {args.seeds}")
-    print_table(res)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(__doc__, DATA, FORMAT, DEFAULT_MODEL))
