@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from mlet_compress.checkpoint import build_metadata
-from mlet_compress.safetensors_io import StreamingWriter, atomic_path
+from mlet_compress.atomic import atomic_path
+from mlet_compress.safetensors_io import StreamingWriter
 
 # Peak RSS is read from /proc/self/status (VmHWM): unlike ru_maxrss it is not inherited from the parent.
 HWM = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])"

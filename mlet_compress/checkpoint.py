@@ -21,7 +21,8 @@ from .layers._base import module_options
 from .layers.lowrank import LowRankEmbedding, LowRankEmbeddingBag
 from .layers.mlet import MLETEmbedding, MLETEmbeddingBag
 from .layers.quantized import QuantizedEmbedding, QuantizedEmbeddingBag
-from .safetensors_io import atomic_path, dtype_name, read_header
+from .atomic import atomic_path
+from .safetensors_io import dtype_name, read_header
 
 META_KEY = "mlet_compress"
 SCHEMA_VERSION = 1

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Union
 
-import torch
 
 from .checkpoint import load_header
 from .errors import CheckpointError, ConfigError
 from .ops.collapse import check_finite, collapse_rows
-from .safetensors_io import dtype_from_name, dtype_name
+from .safetensors_io import dtype_name
 from .streaming import OutTensor, Plan, Progress, RowReader, TablePlan, execute, resolve_output
 
 DEFAULT_CHUNK_ROWS = 65536

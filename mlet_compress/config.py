@@ -6,7 +6,7 @@ Each config round-trips through JSON (``to_dict`` / ``from_dict``) so it can be 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 from .errors import ConfigError

@@ -15,7 +15,7 @@ import torch
 
 from .checkpoint import _factor, infer_tables, load_checkpoint, save_checkpoint
 from .errors import CheckpointError, ConfigError
-from .safetensors_io import atomic_path
+from .atomic import atomic_path
 from .streaming import resolve_output
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin")

@@ -15,7 +15,6 @@ from .layers.lowrank import LowRankEmbedding, LowRankEmbeddingBag
 from .layers.mlet import MLETEmbedding, MLETEmbeddingBag
 from .layers.quantized import QuantizedEmbedding, QuantizedEmbeddingBag
 from .ops.collapse import collapse_weight
-from .safetensors_io import dtype_from_name
 
 
 def _tensor(tensors: dict[str, torch.Tensor], key: str, name: str) -> torch.Tensor:

@@ -9,13 +9,10 @@ checkpoint-level transformation never holds a whole table in memory.
 from __future__ import annotations
 
 import json
-import os
 import struct
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import torch
 
@@ -106,43 +103,6 @@ def read_header(path: str | Path) -> tuple[dict[str, str], dict[str, TensorInfo]
             f"{p}: truncated file: tensor data needs {data_start + end} bytes but the file has {size}"
         )
     return meta, infos, data_start
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def atomic_path(dest: str | Path) -> Iterator[Path]:
-    """Yield a temp path in ``dest``'s folder; on success fsync and rename it onto ``dest``.
-
-    On any exception the temp file is removed and ``dest`` is left as it was.
-    """
-    dest = Path(dest)
-    folder = dest.parent if str(dest.parent) else Path(".")
-    if not folder.exists():
-        raise CheckpointError(f"output folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, dest)
-        _fsync_dir(folder)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
 
 
 class StreamingWriter:

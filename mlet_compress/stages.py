@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-import torch
 from torch import nn
 
 from .config import HashConfig, LowRankConfig, MLETConfig, QuantConfig

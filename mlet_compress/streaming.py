@@ -20,7 +20,8 @@ import torch
 
 from .checkpoint import build_metadata, load_header
 from .errors import CheckpointError
-from .safetensors_io import StreamingWriter, TensorInfo, atomic_path, read_header
+from .atomic import atomic_path
+from .safetensors_io import StreamingWriter, TensorInfo, read_header
 
 Progress = Callable[[int, int], None]  # (bytes just written, total bytes)
 ChunkFn = Callable[[], Iterator[torch.Tensor]]

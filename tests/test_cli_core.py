@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import ToyModel
-from mlet_compress import MLETConfig, collapse, load_checkpoint, save_checkpoint, wrap
+from mlet_compress import MLETConfig, load_checkpoint, save_checkpoint, wrap
 from mlet_compress.cli.app import app
 
 runner = CliRunner()

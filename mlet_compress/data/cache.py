@@ -15,11 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path, atomic_write_bytes
 from .types import DataSplits, TabularData
 
 CACHE_VERSION = 1
@@ -31,20 +31,6 @@ def default_cache_dir() -> Path:
     """``$MLET_CACHE_DIR`` or ``~/.cache/mlet-compress``."""
     env = os.environ.get("MLET_CACHE_DIR")
     return Path(env) if env else Path.home() / ".cache" / "mlet-compress"
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def file_sha256(path: Path, cache_dir: Path | None = None) -> str:
@@ -77,7 +63,7 @@ def file_sha256(path: Path, cache_dir: Path | None = None) -> str:
             memo = {}
         memo[memo_key] = digest
         try:
-            _atomic_write_bytes(memo_file, json.dumps(memo, indent=0).encode())
+            atomic_write_bytes(memo_file, json.dumps(memo, indent=0).encode())
         except OSError:
             pass
     return digest
@@ -101,17 +87,8 @@ def save_splits(path: Path, splits: DataSplits) -> None:
         arrays[f"{name}_dense"], arrays[f"{name}_sparse"], arrays[f"{name}_labels"] = d.dense, d.sparse, d.labels
     meta = json.dumps({"preprocessor": splits.preprocessor.to_dict(), "info": splits.info})
     arrays["meta"] = np.frombuffer(meta.encode(), np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, make_parents=True) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
 
 
 def load_splits(path: Path, only: tuple[str, ...] = _SPLITS) -> tuple[dict, dict, dict] | None:

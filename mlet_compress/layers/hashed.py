@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch
+import torch  # noqa: F401  (used by the doctest examples)
 from torch import Tensor, nn
 
 from ._base import hash_indices

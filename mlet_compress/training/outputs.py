@@ -12,12 +12,12 @@ import datetime as _dt
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
 
+from ..atomic import atomic_path, atomic_write_bytes
 from ..errors import CheckpointError, ConfigError
 from .loop import FitState
 
@@ -90,23 +90,6 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
-def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to a temp file in the target folder, fsync, then rename over ``path``."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_json(path: PathLike, obj: Any) -> None:
     """Atomically write ``obj`` (numpy scalars/arrays and dataclasses allowed) as indented JSON."""
     atomic_write_bytes(path, (json.dumps(jsonable(obj), indent=2, sort_keys=False) + "\n").encode())
@@ -147,17 +130,8 @@ def save_state(path: PathLike, model_state: dict, optimizer_state: dict, fit_sta
         "config": json.dumps(config),
     }
     p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    os.close(fd)
-    try:
+    with atomic_path(p, make_parents=True) as tmp:
         torch.save(payload, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def load_state(path: PathLike) -> tuple[dict, dict, FitState, dict]:
