@@ -1,4 +1,4 @@
-"""DeepFM (Guo et al., 2017) as DeepCTR-Torch's ``DeepFM``.
+"""DeepFM (Guo et al., 2017) as DeepCTR-Torch's ``DeepFM``: Wide & Deep plus the FM second-order term.
 
 logit = first order (LinearFeatures) + FM second order 0.5 Σ_d((Σ_f v)² − Σ_f v²)
         + dnn_linear(DNN(cat(embeddings, dense))) + bias.
@@ -11,66 +11,25 @@ Example:
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
-from torch import nn
 
-from mlet_compress.models.base import DeepCTRModel, deep_input
+from mlet_compress.models.base import deep_input
 from mlet_compress.models.interactions import fm_cross_term
-from mlet_compress.models.layers import MLP
+from mlet_compress.models.wdl import WDL
 
 
-class DeepFM(DeepCTRModel):
+class DeepFM(WDL):
     """DeepFM with DeepCTR-Torch 0.2.9 defaults (``use_fm=True``).
 
-    Args:
-        vocab_sizes: rows per sparse field.
-        num_dense: number of dense features (0 allowed).
-        embed_dim: embedding dimension d.
-        field_names: optional sparse field names (table keys).
-        dnn_hidden_units: DNN layer sizes (DeepCTR default (256, 128)).
-        l2_reg_linear: L2 on the looked-up first-order weights and the dense weight.
-        l2_reg_embedding: L2 on the looked-up embeddings (see :mod:`mlet_compress.models.base`).
-        init_std: N(0, init_std) init of embeddings, first-order weights and DNN weights.
-        dnn_dropout: DNN dropout rate.
-        dnn_use_bn: BatchNorm in the DNN.
-        sparse: create tables with sparse gradients.
-
-    Raises:
-        ConfigError: invalid sizes or coefficients.
+    Same constructor arguments and defaults as :class:`~mlet_compress.models.wdl.WDL` (first-order part,
+    DNN (256, 128), L2 1e-5 on looked-up embeddings and first-order weights, N(0, 1e-4) init); the
+    forward adds the FM second-order interaction of the field embeddings.
     """
 
     name = "deepfm"
-
-    def __init__(
-        self,
-        vocab_sizes: Sequence[int],
-        num_dense: int,
-        embed_dim: int = 16,
-        *,
-        field_names: Sequence[str] | None = None,
-        dnn_hidden_units: Sequence[int] = (256, 128),
-        l2_reg_linear: float = 1e-5,
-        l2_reg_embedding: float = 1e-5,
-        init_std: float = 1e-4,
-        dnn_dropout: float = 0.0,
-        dnn_use_bn: bool = False,
-        sparse: bool = False,
-    ) -> None:
-        super().__init__()
-        self._record_config(locals())
-        self._setup(vocab_sizes, num_dense, embed_dim, field_names, sparse=sparse, init_std=init_std,
-                    l2_reg_embedding=l2_reg_embedding, l2_reg_linear=l2_reg_linear)
-        self.dnn = MLP(self.deep_input_dim, dnn_hidden_units, dropout=dnn_dropout, use_bn=dnn_use_bn,
-                       init_std=init_std)
-        self.dnn_linear = nn.Linear(self.dnn.out_dim, 1, bias=False)
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
         """dense [B, num_dense], sparse [B, F] -> logits [B]."""
         emb, dense, lin = self._inputs(dense, sparse)
         logit = fm_cross_term(emb) + self.dnn_linear(self.dnn(deep_input(emb, dense))).squeeze(1)
         return self._finish(logit, emb, lin)
-
-
-__all__ = ["DeepFM"]
