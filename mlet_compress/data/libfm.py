@@ -93,7 +93,7 @@ def read_libfm(path: Path, *, skip_bad_rows: bool = False, num_fields: int | Non
         nbad = int(bad.sum() + rowbad.sum())
         if nbad and not skip_bad_rows:
             first = min(why)
-            raise DataError(f"{path}: line {first}: {why[first]}; fix the line or pass skip_bad_rows=True")
+            raise DataError(f"{path}: line {first}: {why[first]}; fix the line or skip bad rows (--skip-bad-rows, skip_bad_rows=True)")
         skipped += nbad
         keep_rows = pa.array(~rowbad)
         labels.append((to_numpy(lab.filter(keep_rows).cast(pa.float64())) > 0).astype(np.float32))
