@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import mmap
 import os
+import queue
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Union
@@ -220,15 +222,45 @@ def execute(
     with atomic_path(dst) as tmp:
         with open(tmp, "wb") as fh:
             writer = StreamingWriter(fh, [(o.key, o.dtype, tuple(o.shape)) for o in outputs], meta)
-            for o in outputs:
-                for chunk in o.chunks():
-                    if chunk.dtype != o.dtype:
-                        raise CheckpointError(f"internal error: {o.key} chunk dtype {chunk.dtype} != {o.dtype}")
-                    writer.write(o.key, chunk)
-                    if progress is not None:
-                        progress(chunk.numel() * chunk.element_size(), total)
+            _write_overlapped(writer, outputs, progress, total)
             writer.close()
     return dst
+
+
+def _write_overlapped(writer: StreamingWriter, outputs: list[OutTensor], progress: Optional[Progress], total: int) -> None:
+    """Produce chunks in this thread and write them in another, so computing chunk i+1 overlaps the
+    write of chunk i (both release the GIL). At most two chunks wait in the queue: memory stays bounded."""
+    q: queue.Queue = queue.Queue(maxsize=2)
+    failed: list[BaseException] = []
+
+    def drain() -> None:
+        try:
+            while (item := q.get()) is not None:
+                writer.write(*item)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the producer thread
+            failed.append(exc)
+            while q.get() is not None:  # keep the producer from blocking on a full queue
+                pass
+
+    thread = threading.Thread(target=drain, name="mlet-compress-writer", daemon=True)
+    thread.start()
+    try:
+        for o in outputs:
+            for chunk in o.chunks():
+                if failed:
+                    break
+                if chunk.dtype != o.dtype:
+                    raise CheckpointError(f"internal error: {o.key} chunk dtype {chunk.dtype} != {o.dtype}")
+                q.put((o.key, chunk))
+                if progress is not None:
+                    progress(chunk.numel() * chunk.element_size(), total)
+            if failed:
+                break
+    finally:
+        q.put(None)
+        thread.join()
+    if failed:
+        raise failed[0]
 
 
 def output_bytes(plan_outputs: list[OutTensor]) -> int:
