@@ -153,5 +153,9 @@ def load_model_state(model: nn.Module, src: Union[str, Path, Checkpoint], *, str
         new = build_lookup_module(name, entry, ck.tensors)
         names = [name] + [a for a in entry.get("aliases", []) if a in modules]
         replace_module(model, names, new)
-    model.load_state_dict(ck.state_dict(), strict=strict)
+    try:
+        model.load_state_dict(ck.state_dict(), strict=strict)
+    except RuntimeError as exc:  # missing/unexpected keys or shape mismatches: say which, in one line
+        detail = " ".join(str(exc).split())
+        raise CheckpointError(f"checkpoint does not fit {type(model).__name__}: {detail[:300]}") from None
     return model

@@ -185,3 +185,13 @@ def test_regex_matching_nothing(tmp_path):
         quantize_checkpoint(src, tables="nope")
     with pytest.raises(TargetingError, match="no embedding table matched"):
         compress_(Net(), QuantConfig(target_modules="nope"))
+
+
+def test_load_model_state_mismatch_is_a_clear_error(tmp_path):
+    from mlet_compress.errors import CheckpointError
+
+    src = save_checkpoint(nn.ModuleDict({"big": nn.Embedding(10, 8)}), tmp_path / "s.safetensors")
+    with pytest.raises(CheckpointError, match="does not fit.*size mismatch"):
+        load_model_state(nn.ModuleDict({"big": nn.Embedding(12, 8)}), src)
+    with pytest.raises(CheckpointError, match="no module of that name"):
+        load_model_state(nn.ModuleDict({"other": nn.Embedding(10, 8)}), src)
