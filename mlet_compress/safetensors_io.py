@@ -32,14 +32,6 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
-def dtype_from_name(name: str) -> torch.dtype:
-    """Inverse of :func:`dtype_name`."""
-    dt = getattr(torch, name, None)
-    if not isinstance(dt, torch.dtype):
-        raise CheckpointError(f"unknown dtype {name!r} in checkpoint metadata")
-    return dt
-
-
 @dataclass(frozen=True)
 class TensorInfo:
     """A tensor's entry in a safetensors header."""

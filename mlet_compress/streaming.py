@@ -147,7 +147,6 @@ class Plan:
     """A whole-checkpoint transformation."""
 
     tables: dict[str, TablePlan] = field(default_factory=dict)
-    rename_tables: dict[str, str] = field(default_factory=dict)
 
 
 def resolve_output(src: Union[str, Path], dst: Optional[Union[str, Path]], suffix: str, force: bool) -> Path:
