@@ -337,8 +337,8 @@ def load_checkpoint(path: Union[str, Path]) -> Checkpoint:
             tables whose tensors are missing or inconsistent.
 
     Example:
-        >>> ckpt = load_checkpoint("/tmp/m.safetensors")
-        >>> sorted(ckpt.tables)
+        >>> path = save_checkpoint(nn.Sequential(nn.Embedding(4, 2)), "/tmp/m.safetensors")
+        >>> sorted(load_checkpoint(path).tables)
         ['0']
     """
     doc, _ = load_header(path)

@@ -7,8 +7,8 @@ becomes the MLET ``table`` and ``proj``, i.e. L2 on both factors).
 
 Example:
     >>> from deepctr_torch.models import DeepFM                     # doctest: +SKIP
-    >>> model = wrap_deepctr(DeepFM(cols, cols, task="binary"), MLETConfig(inner_dim=64, init_std=0.5))
-    >>> model.compile("adagrad", "binary_crossentropy")
+    >>> model = wrap_deepctr(DeepFM(cols, cols, task="binary"), MLETConfig(inner_dim=64, init_std=0.5))  # doctest: +SKIP
+    >>> model.compile("adagrad", "binary_crossentropy")              # doctest: +SKIP
 """
 
 from __future__ import annotations
