@@ -1,8 +1,9 @@
 """The ``mlet-compress`` Typer application: registers one command per module and maps library errors
 to one-line messages.
 
-Library exceptions (:class:`mlet_compress.errors.MLETError`, ``OSError``, ``ValueError``) become a single
-``error: ...`` line on stderr and exit code 1. Set ``MLET_COMPRESS_DEBUG=1`` to see the traceback.
+Library exceptions (:class:`mlet_compress.errors.MLETError`, ``OSError``, ``ValueError``, ``KeyError``)
+become a single ``error: ...`` line on stderr and exit code 1; any other exception is reported the same
+way, marked "unexpected". Set ``MLET_COMPRESS_DEBUG=1`` to see the traceback.
 """
 
 from __future__ import annotations

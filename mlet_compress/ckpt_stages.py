@@ -208,6 +208,8 @@ def quantize_checkpoint(
                 notify(f"table {name!r}: MLET factors collapsed before quantizing")
             n, c = rows.num_rows, rows.dim
             scale = search_scale(rows, bits=bits, grid=grid, granularity=granularity, num_rows=n, chunk_rows=chunk_rows, name=name)
+            # The error goes into the stage record in the header, which is written before any tensor
+            # data, so it needs its own pass over the table (the write pass quantizes again).
             err_sq = sig_sq = 0.0
             B = reader.full(entry["factors"]["B"]["key"]).to(torch.float32) if lowrank else None
             for ch in iter_quantized_rows(rows, scale, bits, num_rows=n, chunk_rows=chunk_rows, name=name):

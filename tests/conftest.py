@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -46,3 +47,19 @@ def toy_batch(seed=0, b=6):
 def toy():
     torch.manual_seed(0)
     return ToyModel()
+
+
+def criteo_rows(n: int, seed: int = 0) -> list[list[str]]:
+    """Random Criteo-like rows: label, 13 ints (some empty/negative), 26 hex cats (some empty)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        ints = ["" if rng.random() < 0.2 else str(int(rng.integers(-2, 500))) for _ in range(13)]
+        cats = ["" if rng.random() < 0.1 else f"{int(rng.integers(0, 6)) * 0x1234567:08x}" for _ in range(26)]
+        rows.append([str(int(rng.random() < 0.3))] + ints + cats)
+    return rows
+
+
+def write_lines(path: Path, lines: list[str], newline: str = "\n") -> Path:
+    path.write_bytes((newline.join(lines) + newline).encode())
+    return path

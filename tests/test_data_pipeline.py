@@ -11,24 +11,9 @@ import pytest
 from mlet_compress.data import (DataSplits, Preprocessor, load_dataset, load_eval_split, sample_log_frequency,
                                 split_indices)
 from mlet_compress.data import core
+from conftest import criteo_rows, write_lines
 from mlet_compress.errors import ConfigError, DataError
 
-
-
-def criteo_rows(n: int, seed: int = 0) -> list[list[str]]:
-    """Random Criteo-like rows: label, 13 ints (some empty/negative), 26 hex cats (some empty)."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for _ in range(n):
-        ints = ["" if rng.random() < 0.2 else str(int(rng.integers(-2, 500))) for _ in range(13)]
-        cats = ["" if rng.random() < 0.1 else f"{int(rng.integers(0, 6)) * 0x1234567:08x}" for _ in range(26)]
-        rows.append([str(int(rng.random() < 0.3))] + ints + cats)
-    return rows
-
-
-def write_lines(path: Path, lines: list[str]) -> Path:
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def _csv(path: Path, cats: list[str], labels: list[int] | None = None, nums: list[float] | None = None) -> Path:

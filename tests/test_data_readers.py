@@ -12,23 +12,8 @@ from mlet_compress.data.movielens import GENRES, read_movielens
 from mlet_compress.data.readers_avazu import hour_features, read_avazu
 from mlet_compress.data.readers_criteo import read_criteo
 from mlet_compress.data.readers_csv import read_csv_table
+from conftest import criteo_rows, write_lines
 from mlet_compress.errors import ConfigError, DataError
-
-
-def criteo_rows(n: int, seed: int = 0) -> list[list[str]]:
-    """Random Criteo-like rows: label, 13 ints (some empty/negative), 26 hex cats (some empty)."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for _ in range(n):
-        ints = ["" if rng.random() < 0.2 else str(int(rng.integers(-2, 500))) for _ in range(13)]
-        cats = ["" if rng.random() < 0.1 else f"{int(rng.integers(0, 6)) * 0x1234567:08x}" for _ in range(26)]
-        rows.append([str(int(rng.random() < 0.3))] + ints + cats)
-    return rows
-
-
-def write_lines(path: Path, lines: list[str], newline: str = "\n") -> Path:
-    path.write_bytes((newline.join(lines) + newline).encode())
-    return path
 
 
 def raw_ids(raw, f: int) -> list:

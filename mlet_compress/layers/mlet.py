@@ -97,6 +97,20 @@ class _MLETMixin:
     def _project(self, rows: Tensor) -> Tensor:
         return rows @ self.proj.T
 
+    def extra_repr(self) -> str:  # noqa: D102
+        s = f"{self.num_embeddings}, {self.embedding_dim}, inner_dim={self.inner_dim}"
+        if getattr(self, "mode", None) is not None:
+            s += f", mode={self.mode!r}"
+        if self.padding_idx is not None:
+            s += f", padding_idx={self.padding_idx}"
+        if getattr(self, "include_last_offset", False):
+            s += ", include_last_offset=True"
+        if self.sparse:
+            s += ", sparse=True"
+        if self.num_buckets is not None:
+            s += f", num_buckets={self.num_buckets}"
+        return s
+
 
 class MLETEmbedding(_MLETMixin, nn.Module):
     """Drop-in replacement of ``nn.Embedding`` trained as an n×k table times a k→d projection.
@@ -142,28 +156,16 @@ class MLETEmbedding(_MLETMixin, nn.Module):
         self._init_factors(num_embeddings, embedding_dim, inner_dim, dtype=dtype, device=device)
         self.reset_parameters(init_std, table_init, table_std)
 
+    def inner_rows(self, input: Tensor) -> Tensor:
+        """The k-dim table rows of ``input`` (hashed when ``num_buckets`` is set), before projection."""
+        return F.embedding(
+            hash_indices(input, self.num_buckets), self.table, self.padding_idx, None, 2.0,
+            self.scale_grad_by_freq, self.sparse,
+        )
+
     def forward(self, input: Tensor) -> Tensor:
         """Look up ``input`` (any shape of indices) → ``input.shape + (d,)``."""
-        rows = F.embedding(
-            hash_indices(input, self.num_buckets),
-            self.table,
-            self.padding_idx,
-            None,
-            2.0,
-            self.scale_grad_by_freq,
-            self.sparse,
-        )
-        return self._project(rows)
-
-    def extra_repr(self) -> str:  # noqa: D102
-        s = f"{self.num_embeddings}, {self.embedding_dim}, inner_dim={self.inner_dim}"
-        if self.padding_idx is not None:
-            s += f", padding_idx={self.padding_idx}"
-        if self.sparse:
-            s += ", sparse=True"
-        if self.num_buckets is not None:
-            s += f", num_buckets={self.num_buckets}"
-        return s
+        return self._project(self.inner_rows(input))
 
 
 class MLETEmbeddingBag(_MLETMixin, nn.Module):
@@ -225,18 +227,6 @@ class MLETEmbeddingBag(_MLETMixin, nn.Module):
         )
         return self._project(pooled)
 
-    def extra_repr(self) -> str:  # noqa: D102
-        s = f"{self.num_embeddings}, {self.embedding_dim}, inner_dim={self.inner_dim}, mode={self.mode!r}"
-        if self.padding_idx is not None:
-            s += f", padding_idx={self.padding_idx}"
-        if self.include_last_offset:
-            s += ", include_last_offset=True"
-        if self.sparse:
-            s += ", sparse=True"
-        if self.num_buckets is not None:
-            s += f", num_buckets={self.num_buckets}"
-        return s
-
 
 def lookup_fields(modules: list[nn.Module], columns: list[Tensor]) -> Tensor:
     """Look up one index column per table and stack the results: ``[B, F, d]``.
@@ -258,9 +248,6 @@ def lookup_fields(modules: list[nn.Module], columns: list[Tensor]) -> Tensor:
     )
     if not same:
         return torch.stack([m(c) for m, c in zip(modules, columns)], dim=1)
-    rows = torch.stack([
-        F.embedding(hash_indices(c, m.num_buckets), m.table, m.padding_idx, None, 2.0, m.scale_grad_by_freq, m.sparse)
-        for m, c in zip(modules, columns)
-    ])  # F×B×k
+    rows = torch.stack([m.inner_rows(c) for m, c in zip(modules, columns)])  # F×B×k
     proj = torch.stack([m.proj for m in modules])  # F×d×k
     return torch.bmm(rows, proj.transpose(1, 2)).transpose(0, 1)  # B×F×d

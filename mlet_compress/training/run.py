@@ -2,8 +2,8 @@
 
 Example:
     >>> from mlet_compress.train import TrainConfig, train
-    >>> result = train(TrainConfig(model="dlrm", dim=8, mlet_k=32), out="runs/demo")  # synthetic data
-    >>> result.metrics["test"]["auc"] > 0.5
+    >>> result = train(TrainConfig(model="dlrm", dim=8, mlet_k=32), out="runs/demo")  # doctest: +SKIP
+    >>> result.metrics["test"]["auc"] > 0.5                                           # doctest: +SKIP
     True
 """
 
