@@ -18,7 +18,7 @@ from torch import nn
 from .checkpoint import load_checkpoint
 from .lookup import build_lookup_module, dense_weight
 from .ops.fbgemm_ref import fbgemm_available, fbgemm_embedding_bag, fbgemm_reference
-from .ops.packing import sqnr_db
+from .ops.quant import sqnr_db
 
 
 def _table_bytes(entry: dict, tensors: dict[str, torch.Tensor]) -> int:

@@ -16,8 +16,7 @@ import torch
 from .checkpoint import load_header
 from .errors import ConfigError, TargetingError
 from .ops.collapse import collapse_rows
-from .ops.packing import dequantize, packed_cols, sqnr_db, unpack_rows
-from .ops.quant import iter_quantized_rows, search_scale
+from .ops.quant import dequantize, iter_quantized_rows, packed_cols, search_scale, sqnr_db, unpack_rows
 from .ops.svd import iter_projected_rows, plan_low_rank
 from .safetensors_io import dtype_name
 from .streaming import OutTensor, Plan, Progress, RowReader, TablePlan, execute, resolve_output

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from mlet_compress.errors import ConfigError, NumericalError
 from mlet_compress.ops.fbgemm_ref import fbgemm_available, fbgemm_dequantize, fbgemm_embedding_bag, fbgemm_reference
-from mlet_compress.ops.packing import container_bits, pack_rows, packed_cols, qmax, unpack_rows
+from mlet_compress.ops.quant import container_bits, pack_rows, packed_cols, qmax, unpack_rows
 from mlet_compress.ops.quant import (
     candidate_scales,
     dequantize,

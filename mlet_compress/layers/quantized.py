@@ -1,6 +1,6 @@
 """Quantized embedding tables that keep integer storage in memory and dequantize only looked-up rows.
 
-Buffers (state-dict keys): ``qweight`` (uint8, packed code rows, see :mod:`mlet_compress.ops.packing`),
+Buffers (state-dict keys): ``qweight`` (uint8, packed code rows, see :mod:`mlet_compress.ops.quant.packing`),
 ``scale`` (float32, [] per table or [n] per row) and, optionally, ``proj`` (float32 r×d): then the
 quantized table is the A factor of a low-rank table and a lookup is ``deq(A[idx]) @ proj`` (bags pool the
 dequantized r-dim rows, then multiply once). Without ``proj`` a lookup equals ``F.embedding`` /
@@ -19,9 +19,12 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..ops.fbgemm_ref import fbgemm_available, fbgemm_embedding_bag, pack_symmetric_rowwise
-from ..ops.packing import QuantizedTensor, check_bits, dequantize, packed_cols, sqnr_db, unpack_rows
-from ..ops.quant import DEFAULT_CHUNK_ROWS, check_grid, check_granularity, quantize_tensor
-from ._base import EMBEDDING_BAG_MODES, bag_offsets, check_mode, hash_indices, pooled_lookup
+from ..ops.bags import bag_offsets
+from ..ops.quant import (
+    DEFAULT_CHUNK_ROWS, QuantizedTensor, check_bits, check_granularity, check_grid, dequantize, packed_cols,
+    quantize_tensor, sqnr_db, unpack_rows,
+)
+from ._base import EMBEDDING_BAG_MODES, check_mode, hash_indices, pooled_lookup
 from .lowrank import LowRankEmbedding, LowRankEmbeddingBag, _LowRankBase, normalize_padding_idx, refuse_max_norm
 
 

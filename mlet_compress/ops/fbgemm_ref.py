@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..layers._base import bag_offsets
-from .packing import sqnr_db
+from .bags import bag_offsets
+from .quant import sqnr_db
 
 _MODES = ("sum", "mean")
 

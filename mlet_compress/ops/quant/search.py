@@ -26,9 +26,8 @@ from typing import Callable, Iterable, Iterator
 import torch
 from torch import Tensor
 
-from .packing import qmax
-from .quant_math import _TINY, _candidate_errors, candidate_scales
-from .svd import iter_chunks, raise_nonfinite
+from ..rows import iter_chunks, raise_nonfinite
+from .core import TINY_SCALE, candidate_errors, candidate_scales, qmax
 
 _MAX_BINS = 1 << 22  # histogram size limit; larger grids fall back to the exhaustive evaluation
 _STEPS_MAX_BITS = 3  # per-row search: histogram of code steps up to 3 bits, pruned evaluation above
@@ -139,11 +138,11 @@ def search_table(read, n: int, bits: int, grid: int, chunk_rows: int, name: str)
         return torch.tensor(1.0, dtype=torch.float32)
     cands = candidate_scales(torch.tensor(maxabs, dtype=torch.float64), bits, grid)
     nbins = 2 * grid * qmax(bits)
-    if not bool((cands > _TINY).all()) or nbins > _MAX_BINS:
+    if not bool((cands > TINY_SCALE).all()) or nbins > _MAX_BINS:
         # degenerate (denormal scales) or a huge grid: exhaustive evaluation, streamed
         errs = torch.zeros(grid, dtype=torch.float64)
         for _, _, rows in iter_chunks(read, n, chunk_rows, name=name):
-            errs += _candidate_errors(rows, cands, bits)
+            errs += candidate_errors(rows, cands, bits)
         return cands[int(errs.argmin())]
     local, hists, lock = threading.local(), [], threading.Lock()
 
@@ -163,7 +162,7 @@ def search_table(read, n: int, bits: int, grid: int, chunk_rows: int, name: str)
 # --------------------------------------------------------------------------------------------- per row
 def _candidate_column(max64: Tensor, i: int, bits: int, grid: int) -> Tensor:
     """Column i (1-based) of :func:`candidate_scales` for per-row maxima, bit-identical to it."""
-    s = (max64 * float(i) / (grid * qmax(bits))).to(torch.float32).clamp_min_(_TINY)
+    s = (max64 * float(i) / (grid * qmax(bits))).to(torch.float32).clamp_min_(TINY_SCALE)
     return s.masked_fill_(max64 == 0, 1.0)
 
 
@@ -248,7 +247,7 @@ def _search_rows_steps(a: Tensor, maxabs: Tensor, bits: int, grid: int) -> Tenso
     for r0 in range(0, rows, step):
         r = min(step, rows - r0)
         ar, mr = a[r0:r0 + r], maxabs[r0:r0 + r]
-        inv = torch.where(mr > 0, (grid * m) / mr.clamp_min(_TINY), torch.zeros_like(mr))
+        inv = torch.where(mr > 0, (grid * m) / mr.clamp_min(TINY_SCALE), torch.zeros_like(mr))
         ur, pf, ps = u[:r], pos_f[:r], pos[:r]
         torch.mul(ar, inv.unsqueeze(1), out=ur)  # float32: threshold round-off like the quantizer's division
         a64[: r * d].copy_(ar.reshape(-1))
@@ -263,7 +262,7 @@ def _search_rows_steps(a: Tensor, maxabs: Tensor, bits: int, grid: int) -> Tenso
         h1, h2 = torch.cumsum(g1.view(r, nb), 1, out=c1[:r]), torch.cumsum(g2.view(r, nb), 1, out=c2[:r])
         F1 = h1[:, -1:] - h1[:, :grid]
         F2 = h2[:, -1:] - h2[:, :grid]
-        sc = (mr.to(torch.float64).unsqueeze(1) * i64 / (grid * m)).to(torch.float32).clamp_min_(_TINY)
+        sc = (mr.to(torch.float64).unsqueeze(1) * i64 / (grid * m)).to(torch.float32).clamp_min_(TINY_SCALE)
         sc = sc.to(torch.float64)  # = candidate_scales (zero rows: any index, scale forced to 1 later)
         best[r0:r0 + r] = F2.mul_(sc).sub_(F1, alpha=2.0).mul_(sc).argmin(dim=1)
     return best
@@ -275,10 +274,10 @@ def _search_rows_piece(start: int, rows: Tensor, bits: int, grid: int, name: str
     maxabs = a.amax(dim=1)
     if not bool(torch.isfinite(maxabs).all()):
         raise_nonfinite(rows, start, name)
-    if bool(((maxabs > 0) & (maxabs < _TINY * (2 * grid * qmax(bits)))).any()):
+    if bool(((maxabs > 0) & (maxabs < TINY_SCALE * (2 * grid * qmax(bits)))).any()):
         # near-denormal rows: clamped candidate scales break the search's exact structure
         cands = candidate_scales(maxabs, bits, grid)
-        return cands.gather(1, _candidate_errors(rows, cands, bits).argmin(1, keepdim=True)).squeeze(1)
+        return cands.gather(1, candidate_errors(rows, cands, bits).argmin(1, keepdim=True)).squeeze(1)
     search = _search_rows_pruned if bits > _STEPS_MAX_BITS else _search_rows_steps
     return _scale_of_index(maxabs, search(a, maxabs, bits, grid), bits, grid)
 
@@ -286,7 +285,7 @@ def _search_rows_piece(start: int, rows: Tensor, bits: int, grid: int, name: str
 def _scale_of_index(maxabs: Tensor, best: Tensor, bits: int, grid: int) -> Tensor:
     """Scales of candidate indices ``best`` (0-based) per row, bit-identical to :func:`candidate_scales`."""
     s = (maxabs.to(torch.float64) * (best + 1).to(torch.float64) / (grid * qmax(bits))).to(torch.float32)
-    return s.clamp_min_(_TINY).masked_fill_(maxabs == 0, 1.0)
+    return s.clamp_min_(TINY_SCALE).masked_fill_(maxabs == 0, 1.0)
 
 
 def search_rows(read, n: int, bits: int, grid: int, chunk_rows: int, name: str) -> Tensor:

@@ -1,33 +1,74 @@
-"""The paper's uniform symmetric quantizer with an L2-optimal grid-searched scale (§4.3): public API.
-
-``q = clamp(round(w / s), -qmax, qmax)`` (round half to even), ``ŵ = s·q``, ``qmax = 2^(b-1) - 1``.
-The scale is chosen among ``grid`` clipping thresholds ``t_i = max|w|·i/grid`` (``s_i = t_i/qmax``,
-i = 1..grid, see :func:`candidate_scales`) to minimise ‖w − ŵ‖₂, per table or per row, by the fast
-exact search of :mod:`.quant_search` (equal to :func:`search_scale_exhaustive`'s choice).
+"""Whole tables: search the scale, quantize and pack, streamed in row chunks; the :class:`QuantizedTensor` container.
 
 Tables may be tensors or ``read_rows(start, stop)`` callables (memory-mapped checkpoints): memory is
-O(chunk). Storage (packing, :class:`QuantizedTensor`) lives in :mod:`.packing`.
+O(chunk). The scale is the L2-optimal one among the ``grid`` candidates (:func:`.core.candidate_scales`),
+found by the exact fast search of :mod:`.search` (equal to :func:`.core.search_scale_exhaustive`'s choice).
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Iterator, NamedTuple, Optional
 
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError
-from .packing import QuantizedTensor, check_bits, dequantize, pack_rows, qmax
-from .quant_math import (  # noqa: F401  (re-exported)
-    candidate_scales, check_granularity, check_grid, quant_error, quantize, search_scale_exhaustive,
-)
-from .quant_search import search_rows, search_table
-from .svd import TableLike, as_row_reader, iter_chunks, raise_nonfinite
+from ...errors import ConfigError
+from ..rows import TableLike, as_row_reader, iter_chunks, raise_nonfinite
+from .core import check_bits, check_granularity, check_grid, dequantize, quantize, sqnr_db
+from .packing import pack_rows, unpack_rows
+from .search import search_rows, search_table
 
 DEFAULT_CHUNK_ROWS = 16384
 
 
-# --------------------------------------------------------------------------------------------- public
+@dataclass
+class QuantizedTensor:
+    """A quantized n×d table: packed codes, scale(s) and the quality of the approximation.
+
+    Attributes:
+        packed: uint8 n×packed_cols(d, bits) (see module docstring for the layout).
+        scale: float32, shape [] (``granularity="table"``) or [n] (``"row"``).
+        bits: 2..8. granularity: "table" or "row". shape: (n, d).
+        error_sq: ‖W − Ŵ‖² (float64 sum) when known. signal_sq: ‖W‖² when known.
+    """
+
+    packed: Tensor
+    scale: Tensor
+    bits: int
+    granularity: str
+    shape: tuple[int, int]
+    error_sq: Optional[float] = None
+    signal_sq: Optional[float] = None
+
+    def codes(self, idx: Optional[Tensor] = None) -> Tensor:
+        """int8 codes of all rows, or of rows ``idx`` (1-D)."""
+        p = self.packed if idx is None else self.packed.index_select(0, idx)
+        return unpack_rows(p, self.bits, self.shape[1])
+
+    def dequantize(self) -> Tensor:
+        """The dense float32 n×d table Ŵ."""
+        return dequantize(self.codes(), self.scale)
+
+    def dequantize_rows(self, idx: Tensor) -> Tensor:
+        """Rows ``idx`` (1-D) of Ŵ, bit-identical to ``self.dequantize()[idx]``."""
+        s = self.scale if self.scale.dim() == 0 else self.scale.index_select(0, idx)
+        return dequantize(self.codes(idx), s)
+
+    @property
+    def l2_error(self) -> Optional[float]:
+        """‖W − Ŵ‖₂ over the whole table (None when unknown)."""
+        return None if self.error_sq is None else math.sqrt(self.error_sq)
+
+    @property
+    def sqnr_db(self) -> Optional[float]:
+        """10·log10(‖W‖² / ‖W − Ŵ‖²) (inf for an exact table, None when unknown)."""
+        if self.error_sq is None or self.signal_sq is None:
+            return None
+        return sqnr_db(self.signal_sq, self.error_sq)
+
+
 def search_scale(table: TableLike, *, bits: int = 8, grid: int = 100, granularity: str = "table",
                  num_rows: Optional[int] = None, chunk_rows: int = DEFAULT_CHUNK_ROWS, name: str = "table") -> Tensor:
     """L2-optimal scale among the ``grid`` candidates, per table or per row.
@@ -123,8 +164,4 @@ def quantize_tensor(table: TableLike, *, bits: int = 8, grid: int = 100, granula
                            signal_sq=sum(c.signal_sq for c in chunks))
 
 
-__all__ = [
-    "qmax", "check_bits", "check_grid", "check_granularity", "candidate_scales", "quantize", "dequantize",
-    "quant_error", "search_scale", "search_scale_exhaustive", "iter_quantized_rows", "QuantizedChunk",
-    "quantize_tensor", "QuantizedTensor",
-]
+__all__ = ["DEFAULT_CHUNK_ROWS", "QuantizedTensor", "QuantizedChunk", "search_scale", "iter_quantized_rows", "quantize_tensor"]

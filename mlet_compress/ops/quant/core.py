@@ -1,20 +1,56 @@
-"""Quantizer math: validation, candidate scales, quantize, errors and the exhaustive reference search.
+"""The uniform symmetric quantizer of the paper (§4.3): validation, quantize, dequantize, candidate scales.
 
 ``q = clamp(round(w / s), -qmax, qmax)`` (round half to even), ``ŵ = s·q``, ``qmax = 2^(b-1) - 1``; the
-candidate scales are ``s_i = max|w|·i/(grid·qmax)``, i = 1..grid. The fast exact search lives in
-:mod:`.quant_search`; the public entry points in :mod:`.quant`.
+candidate scales are ``s_i = max|w|·i/(grid·qmax)``, i = 1..grid, and the chosen one minimises ‖w − ŵ‖₂.
+This module holds the element-wise math and the exhaustive reference search; :mod:`.search` finds the
+same scale fast, :mod:`.packing` stores the codes, :mod:`.table` quantizes whole (streamed) tables.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError
-from .packing import GRANULARITIES, check_bits, qmax, sqnr_db
-from .svd import check_float
+from ...errors import ConfigError
+from ..rows import check_float
 
-_TINY = torch.finfo(torch.float32).tiny
+MIN_BITS, MAX_BITS = 2, 8
+GRANULARITIES = ("table", "row")
+#: Smallest candidate scale (the smallest normal float32): scales that would underflow are clamped to it.
+TINY_SCALE = torch.finfo(torch.float32).tiny
+
+
+def check_bits(bits: int, where: str = "quantization") -> int:
+    """Validate a bit width (an int in 2..8) and return it.
+
+    Raises:
+        ConfigError: anything else (0, 1 — a 1-bit symmetric quantizer has no non-zero level —, 9, floats).
+    """
+    if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
+        raise ConfigError(f"{where}: bits={bits!r} is not supported; use an integer in {MIN_BITS}..{MAX_BITS}")
+    return bits
+
+
+def qmax(bits: int) -> int:
+    """Largest code magnitude of the b-bit symmetric quantizer: ``2^(b-1) - 1``.
+
+    Example:
+        >>> qmax(8), qmax(4), qmax(2)
+        (127, 7, 1)
+    """
+    return (1 << (check_bits(bits) - 1)) - 1
+
+
+def qmax(bits: int) -> int:
+    """Largest code magnitude of the b-bit symmetric quantizer: ``2^(b-1) - 1``.
+
+    Example:
+        >>> qmax(8), qmax(4), qmax(2)
+        (127, 7, 1)
+    """
+    return (1 << (check_bits(bits) - 1)) - 1
 
 
 def check_grid(grid: int) -> int:
@@ -50,7 +86,7 @@ def candidate_scales(maxabs: Tensor, bits: int, grid: int) -> Tensor:
     """
     m = maxabs.to(torch.float64).unsqueeze(-1)
     i = torch.arange(1, check_grid(grid) + 1, dtype=torch.float64)
-    s = (m * i / (grid * qmax(bits))).to(torch.float32).clamp_min(_TINY)
+    s = (m * i / (grid * qmax(bits))).to(torch.float32).clamp_min(TINY_SCALE)
     return torch.where(m == 0, torch.ones_like(s), s)
 
 
@@ -85,8 +121,7 @@ def quant_error(w: Tensor, w_hat: Tensor) -> tuple[float, float]:
     return err**0.5, sqnr_db(float((w64**2).sum()), err)
 
 
-# --------------------------------------------------------------------------------------------- references
-def _candidate_errors(w: Tensor, cands: Tensor, bits: int) -> Tensor:
+def candidate_errors(w: Tensor, cands: Tensor, bits: int) -> Tensor:
     """Exact float64 squared errors of every candidate: shape [grid] (1-D cands) or [n, grid] (n×grid).
 
     Literally ``dequantize(quantize(w, s, bits), s)`` for each candidate s (codes fit int8 exactly, so
@@ -122,5 +157,33 @@ def search_scale_exhaustive(w: Tensor, bits: int = 8, grid: int = 100, granulari
     a = w.detach().abs()
     m = a.amax() if granularity == "table" else a.amax(dim=-1)
     cands = candidate_scales(m, bits, grid)
-    best = _candidate_errors(w.detach(), cands, bits).argmin(dim=-1, keepdim=True)
+    best = candidate_errors(w.detach(), cands, bits).argmin(dim=-1, keepdim=True)
     return cands.gather(-1, best).squeeze(-1)
+
+
+def dequantize(codes: Tensor, scale: Tensor) -> Tensor:
+    """``codes * scale`` in float32; ``scale`` is 0-d (per table) or (n,) (per row, broadcast over the last dim).
+
+    Example:
+        >>> dequantize(torch.tensor([[2, -1]], dtype=torch.int8), torch.tensor(0.5)).tolist()
+        [[1.0, -0.5]]
+    """
+    s = scale.to(torch.float32)
+    if s.dim() == 1:
+        s = s.unsqueeze(-1)
+    return codes.to(torch.float32).mul_(s)  # in place: one output allocation
+
+
+def sqnr_db(signal_sq: float, error_sq: float) -> float:
+    """10·log10(signal² / error²); inf when the error is 0, -inf when the signal is 0 but not the error."""
+    if error_sq <= 0.0:
+        return math.inf
+    if signal_sq <= 0.0:
+        return -math.inf
+    return 10.0 * math.log10(signal_sq / error_sq)
+
+
+__all__ = [
+    "MIN_BITS", "MAX_BITS", "GRANULARITIES", "TINY_SCALE", "check_bits", "qmax", "check_grid", "check_granularity",
+    "candidate_scales", "candidate_errors", "quantize", "dequantize", "quant_error", "sqnr_db", "search_scale_exhaustive",
+]
