@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mlet_compress.checkpoint import build_metadata
 from mlet_compress.atomic import atomic_path
+from mlet_compress.checkpoint import PRODUCER
+from mlet_compress.schema import CheckpointHeader, Factor, TableEntry
 from mlet_compress.safetensors_io import StreamingWriter
 
 # Peak RSS is read from /proc/self/status (VmHWM): unlike ru_maxrss it is not inherited from the parent.
@@ -32,7 +33,7 @@ HWM = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).s
 
 CHILD = r"""
 import json, sys, time
-from mlet_compress.ckpt_collapse import collapse_checkpoint
+from mlet_compress import collapse_checkpoint
 src, dst, chunk = sys.argv[1], sys.argv[2], int(sys.argv[3])
 t = time.perf_counter()
 collapse_checkpoint(src, dst, chunk_rows=chunk, force=True)
@@ -42,21 +43,15 @@ print(json.dumps({"seconds": dt, "peak_rss_kib": HWM}))
 
 BASELINE = r"""
 import json
-import mlet_compress.ckpt_collapse  # same imports as the child, nothing else
+import mlet_compress  # same imports as the child, nothing else
 print(json.dumps({"peak_rss_kib": HWM}))
 """.replace("HWM", HWM)
 
 
 def write_mlet_checkpoint(path: Path, n: int, k: int, d: int, chunk: int = 1 << 20) -> None:
     """An MLET checkpoint written chunk by chunk (the generator itself never holds the table)."""
-    entry = {
-        "module": "embedding", "kind": "mlet", "num_embeddings": n, "embedding_dim": d,
-        "options": {"padding_idx": None}, "hash": None,
-        "factors": {"table": {"key": "emb.table", "shape": [n, k], "dtype": "float32"},
-                    "proj": {"key": "emb.proj", "shape": [d, k], "dtype": "float32"}},
-        "stages": [{"stage": "mlet", "inner_dim": k}],
-    }
-    meta = build_metadata({"emb": entry}, {}, None, None)
+    entry = TableEntry.mlet("emb", Factor("emb.table", (n, k)), Factor("emb.proj", (d, k)))
+    meta = CheckpointHeader({"emb": entry}).to_metadata(PRODUCER)
     g = torch.Generator().manual_seed(0)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         w = StreamingWriter(fh, [("emb.table", torch.float32, (n, k)), ("emb.proj", torch.float32, (d, k))], meta)

@@ -1,15 +1,17 @@
 """The ``mlet-compress`` Typer application: registers one command per module and maps library errors
 to one-line messages.
 
-Library exceptions (:class:`mlet_compress.errors.MLETError`, ``OSError``, ``ValueError``, ``KeyError``)
-become a single ``error: ...`` line on stderr and exit code 1; any other exception is reported the same
-way, marked "unexpected". Set ``MLET_COMPRESS_DEBUG=1`` to see the traceback.
+The library's own exceptions (:class:`mlet_compress.errors.MLETError` and its subclasses) become a single
+``error: ...`` line on stderr and exit code 1, with the fix spelled as a command-line flag (``--force``
+where the library says ``force=True``). Any other exception is a bug: it prints as one line that says so,
+exit code 1. Set ``MLET_COMPRESS_DEBUG=1`` to see the traceback of either.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import typer
 
@@ -49,24 +51,37 @@ def debug_enabled() -> bool:
     return os.environ.get("MLET_COMPRESS_DEBUG", "") not in ("", "0")
 
 
+#: Library options whose command-line flag is not ``--<option with dashes>``.
+FLAG_NAMES = {"inner_dim": "--mlet-k", "out": "--out", "dst": "--output"}
+
+
+def cli_option(option: str, value: Any) -> str:
+    """How the CLI spells an option named in a library error: ``--force``, ``--tables 'emb.*'``."""
+    flag = FLAG_NAMES.get(option, "--" + option.replace("_", "-"))
+    return flag if value is True else f"{flag} {value!r}"
+
+
+def error_line(exc: BaseException) -> str:
+    """The one line printed for ``exc``: the library's message, or a bug report for anything else."""
+    if isinstance(exc, MLETError):
+        text = exc.render(cli_option).strip()
+        return "error: " + (text.splitlines()[0] if text else type(exc).__name__)
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    return (f"error: unexpected {type(exc).__name__}: {first} — this is a bug in mlet-compress, please report it "
+            "(set MLET_COMPRESS_DEBUG=1 for the traceback)")
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
         app()
-    except (MLETError, OSError, ValueError, KeyError) as exc:  # library errors: one line, non-zero exit
-        if debug_enabled():
-            raise
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"error: {msg}", file=sys.stderr)
-        sys.exit(1)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
-    except Exception as exc:  # anything else is a bug: still one line, the traceback on request
+    except Exception as exc:  # noqa: BLE001 - every failure ends as one line; tracebacks on request
         if debug_enabled():
             raise
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        print(f"error: unexpected {type(exc).__name__}: {first} (set MLET_COMPRESS_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         sys.exit(1)
 
 

@@ -43,10 +43,10 @@ def benchmark_cmd(
         print(json.dumps(rep, indent=2))
         return
     t = Table(title=f"{checkpoint} (batch {batch} × bag {bag_size}, median of {repeats})")
-    for c in ("table", "kind", "before", "after", "ratio", "SQNR dB", "FBGEMM SQNR", "ours ms", "fp32 ms", "FBGEMM ms"):
-        t.add_column(c, justify="left" if c in ("table", "kind") else "right", overflow="fold")
+    for c in ("table", "layout", "before", "after", "ratio", "SQNR dB", "FBGEMM SQNR", "ours ms", "fp32 ms", "FBGEMM ms"):
+        t.add_column(c, justify="left" if c in ("table", "layout") else "right", overflow="fold")
     for r in rep["tables"]:
-        t.add_row(r["name"], r["kind"], human_bytes(r["bytes_before"]), human_bytes(r["bytes_after"]), f"{r['ratio']:.2f}",
+        t.add_row(r["name"], r["layout"], human_bytes(r["bytes_before"]), human_bytes(r["bytes_after"]), f"{r['ratio']:.2f}",
                   _f(r.get("sqnr_db"), ".1f"), _f(r.get("fbgemm_sqnr_db"), ".1f"), _f(r["ours_ms"]), _f(r["fp32_ms"]),
                   _f(r.get("fbgemm_ms")))
     tot = rep["totals"]

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from mlet_compress.ckpt_collapse import DEFAULT_CHUNK_ROWS, collapse_checkpoint
+from mlet_compress import collapse_checkpoint
+from mlet_compress.ops.rows import DEFAULT_CHUNK_ROWS
 
 from ._common import byte_progress, err
 

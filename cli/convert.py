@@ -32,7 +32,7 @@ def convert_cmd(
     suffix = checkpoint.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
         dst, described = convert_to_safetensors(checkpoint, output, tables=tables, force=force)
-        kinds = ", ".join(f"{n} ({e['kind']})" for n, e in sorted(described.items())) or "none"
+        kinds = ", ".join(f"{n} ({e.kind})" for n, e in sorted(described.items())) or "none"
         err.print(f"embedding tables recognised: {kinds}")
     elif suffix == ".safetensors":
         if tables is not None:

@@ -25,22 +25,22 @@ def inspect_cmd(
     """
     report = inspect_checkpoint(checkpoint)
     if as_json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report.to_dict(), indent=2))
         return
-    t = Table(title=f"{checkpoint}  (schema v{report['schema_version']})")
-    for col in ("table", "kind", "rows", "n", "k/r", "d", "dtype", "bytes", "stages"):
+    t = Table(title=f"{checkpoint}  (schema v{report.schema_version})")
+    for col in ("table", "layout", "rows", "n", "k/r", "d", "dtype", "bytes", "stages"):
         t.add_column(col, justify="right" if col in ("rows", "n", "k/r", "d", "bytes") else "left", overflow="fold")
-    for row in report["tables"]:
+    for row in report.tables:
         t.add_row(
-            row["name"], row["kind"], str(row["rows"]), str(row["n"]), "" if row["k"] is None else str(row["k"]),
-            str(row["d"]), row["dtype"], human_bytes(row["bytes"]), " → ".join(row["stages"]) or "-",
+            row.name, row.layout, str(row.rows), str(row.n), "" if row.k is None else str(row.k),
+            str(row.d), row.dtype, human_bytes(row.bytes), " → ".join(row.stages) or "-",
         )
-    tot = report["totals"]
+    tot = report.totals
     t.add_section()
     t.add_row("total", f"{tot['tables']} tables", "", "", "", "", "", human_bytes(tot["table_bytes"]), "")
     out.print(t)
     out.print(
         f"other tensors: {tot['other_tensors']} ({human_bytes(tot['other_bytes'])}); file: {human_bytes(tot['file_bytes'])}"
     )
-    if report.get("model"):
-        out.print(f"model: {report['model'].get('name', '?')}")
+    if report.model:
+        out.print(f"model: {report.model.get('name', '?')}")

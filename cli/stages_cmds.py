@@ -1,4 +1,7 @@
-"""``mlet-compress svd`` and ``mlet-compress quantize``: streaming compression of checkpoint tables."""
+"""``mlet-compress svd`` and ``mlet-compress quantize``: streaming compression of checkpoint tables.
+
+Each command builds the stage's config and calls :func:`mlet_compress.compress_checkpoint`.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +13,12 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from mlet_compress.ckpt_stages import DEFAULT_CHUNK_ROWS, quantize_checkpoint, svd_checkpoint
+from mlet_compress import CompressReport, LowRankConfig, QuantConfig, compress_checkpoint
+from mlet_compress.ops.rows import DEFAULT_CHUNK_ROWS
 
-from ._common import byte_progress, err, out
+from ._common import byte_progress, err, human_bytes, out
 
-_OUT = typer.Option(None, "-o", "--output", help="Output path (default: beside the input, with a .svd / .q<bits> suffix).")
+_OUT = typer.Option(None, "-o", "--output", help="Output path (default: beside the input, with a .svd / .q<bits>[row] suffix).")
 _TABLES = typer.Option(None, "--tables", help="Regex (full match) of table names to process (default: every compatible table with d >= 2).")
 _CHUNK = typer.Option(DEFAULT_CHUNK_ROWS, "--chunk-rows", min=1, help="Rows per chunk (bounds peak memory).")
 _FORCE = typer.Option(False, "--force", help="Overwrite the output if it exists (never the input).")
@@ -27,18 +31,28 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _report(title: str, rows: dict[str, dict], cols: list[str], as_json: bool, dst: Path) -> None:
+def print_report(title: str, rep: CompressReport, cols: list[str], as_json: bool) -> None:
+    """The per-table report of a compressing command: its columns, then bytes before → after."""
     if as_json:
-        print(json.dumps({"output": str(dst), "tables": rows}, indent=2))
+        print(json.dumps(rep.to_dict(), indent=2))
         return
+    for note in rep.notes:
+        err.print(note)
     t = Table(title=title)
     t.add_column("table", overflow="fold")
     for c in cols:
         t.add_column(c, justify="right")
-    for name, r in sorted(rows.items()):
-        t.add_row(name, *(_fmt(r.get(c, "")) for c in cols))
+    t.add_column("bytes before → after", justify="right")
+    for name, r in sorted(rep.items()):
+        t.add_row(name, *(_fmt(r.get(c, "")) for c in cols),
+                  f"{human_bytes(r['bytes_before'])} → {human_bytes(r['bytes_after'])}")
+    t.add_section()
+    t.add_row(f"total ({len(rep)} tables)", *("" for _ in cols),
+              f"{human_bytes(rep.bytes_before)} → {human_bytes(rep.bytes_after)}")
     out.print(t)
-    err.print(f"wrote {dst}")
+    for name, why in sorted(rep.skipped.items()):
+        err.print(f"skipped {name}: {why}")
+    err.print(f"wrote {rep.output}")
 
 
 def svd_cmd(
@@ -54,16 +68,17 @@ def svd_cmd(
     """Replace tables by truncated-SVD factors A (n×r) and B (r×d), the Frobenius-optimal rank-r fit.
 
     Computed from the d×d Gram matrix accumulated over row chunks in float64, so tables larger than
-    memory work. Uncollapsed MLET tables are collapsed on the fly first (said in the output).
+    memory work. Uncollapsed MLET tables are collapsed on the fly first (said in the output). Order:
+    svd before quantize.
 
     Example:
 
         mlet-compress svd model.safetensors --energy 0.99 --tables 'emb\\.tables\\..*'
     """
+    config = LowRankConfig(rank=rank, energy=energy, chunk_rows=chunk_rows)
     with byte_progress("svd") as progress:
-        dst, rep = svd_checkpoint(checkpoint, output, rank=rank, energy=energy, tables=tables, chunk_rows=chunk_rows,
-                                  force=force, progress=progress, notify=err.print)
-    _report("truncated SVD", rep, ["rows", "dim", "rank", "rel_error"], as_json, dst)
+        rep = compress_checkpoint(checkpoint, config, output, tables=tables, force=force, progress=progress)
+    print_report("truncated SVD", rep, ["rows", "dim", "rank", "rel_error"], as_json)
 
 
 def quantize_cmd(
@@ -86,7 +101,7 @@ def quantize_cmd(
 
         mlet-compress quantize model.svd.safetensors --bits 8 --granularity row
     """
+    config = QuantConfig(bits=bits, granularity=granularity, grid=grid, chunk_rows=chunk_rows)
     with byte_progress("quantize") as progress:
-        dst, rep = quantize_checkpoint(checkpoint, output, bits=bits, granularity=granularity, grid=grid, tables=tables,
-                                       chunk_rows=chunk_rows, force=force, progress=progress, notify=err.print)
-    _report(f"{bits}-bit quantization ({granularity})", rep, ["rows", "dim", "bits", "l2_error", "sqnr_db"], as_json, dst)
+        rep = compress_checkpoint(checkpoint, config, output, tables=tables, force=force, progress=progress)
+    print_report(f"{bits}-bit quantization ({granularity})", rep, ["rows", "dim", "bits", "l2_error", "sqnr_db"], as_json)

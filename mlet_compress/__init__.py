@@ -13,28 +13,26 @@ Example:
     Sequential(...)
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 from .checkpoint import Checkpoint, describe_model, load_checkpoint, save_checkpoint
-from .ckpt_collapse import collapse_checkpoint
-from .config import HashConfig, LowRankConfig, MLETConfig, QuantConfig
+from .config import CollapseConfig, HashConfig, LowRankConfig, MLETConfig, QuantConfig
 from .errors import CheckpointError, ConfigError, DataError, MLETError, NumericalError, TargetingError
 from .inspection import inspect_checkpoint
-from .ckpt_stages import quantize_checkpoint, svd_checkpoint
 from .layers.hashed import HashedEmbedding, HashedEmbeddingBag
 from .layers.lowrank import LowRankEmbedding, LowRankEmbeddingBag
 from .layers.mlet import MLETEmbedding, MLETEmbeddingBag
 from .layers.quantized import QuantizedEmbedding, QuantizedEmbeddingBag
 from .lookup import load_lookup_modules, load_model_state, reconstruct
-from .stages import compress_
-from .wrap import collapse, wrap
+from .schema import CheckpointHeader, StageRecord, TableEntry
+from .stages import CompressReport, collapse, collapse_checkpoint, compress_, compress_checkpoint, wrap
 
 __all__ = [
     "__version__",
-    "MLETConfig", "LowRankConfig", "QuantConfig", "HashConfig",
-    "wrap", "collapse", "compress_",
+    "MLETConfig", "CollapseConfig", "LowRankConfig", "QuantConfig", "HashConfig",
+    "wrap", "collapse", "compress_", "compress_checkpoint", "collapse_checkpoint", "CompressReport",
     "save_checkpoint", "load_checkpoint", "Checkpoint", "describe_model", "inspect_checkpoint",
-    "collapse_checkpoint", "svd_checkpoint", "quantize_checkpoint",
+    "TableEntry", "CheckpointHeader", "StageRecord",
     "reconstruct", "load_lookup_modules", "load_model_state",
     "MLETEmbedding", "MLETEmbeddingBag", "HashedEmbedding", "HashedEmbeddingBag",
     "LowRankEmbedding", "LowRankEmbeddingBag", "QuantizedEmbedding", "QuantizedEmbeddingBag",

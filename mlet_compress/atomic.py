@@ -1,6 +1,7 @@
-"""Atomic file writes: a temp file in the target folder, fsynced, then renamed into place.
+"""Atomic file writes (a temp file in the target folder, fsynced, then renamed into place) and the output-path policy.
 
-Readers never see a half-written file, and an interrupted write leaves the destination as it was.
+Readers never see a half-written file, an interrupted write leaves the destination as it was, and an
+output never replaces its input (:func:`resolve_output`).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
 
 from .errors import CheckpointError
 
@@ -35,7 +36,8 @@ def atomic_path(dest: Union[str, Path], *, make_parents: bool = False) -> Iterat
         dest: the final path.
         make_parents: create missing parent folders (otherwise a missing folder is an error).
 
-    On any exception the temp file is removed and ``dest`` is left as it was.
+    On any exception the temp file is removed and ``dest`` is left as it was; an ``OSError`` (disk full,
+    permissions) becomes a :class:`CheckpointError` naming the destination.
 
     Example:
         >>> with atomic_path("/tmp/out.bin") as tmp:   # doctest: +SKIP
@@ -47,7 +49,10 @@ def atomic_path(dest: Union[str, Path], *, make_parents: bool = False) -> Iterat
         folder.mkdir(parents=True, exist_ok=True)
     elif not folder.exists():
         raise CheckpointError(f"output folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write to {folder}: {exc.strerror or exc}") from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -56,6 +61,9 @@ def atomic_path(dest: Union[str, Path], *, make_parents: bool = False) -> Iterat
             os.fsync(fh.fileno())
         os.replace(tmp_path, dest)
         _fsync_dir(folder)
+    except OSError as exc:  # disk full, permissions, ...: the destination is untouched
+        tmp_path.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write {dest}: {exc.strerror or exc}") from exc
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -65,3 +73,23 @@ def atomic_write_bytes(dest: Union[str, Path], data: bytes, *, make_parents: boo
     """Write ``data`` to ``dest`` atomically (creating parent folders by default)."""
     with atomic_path(dest, make_parents=make_parents) as tmp:
         tmp.write_bytes(data)
+
+
+def resolve_output(src: Union[str, Path], dst: Optional[Union[str, Path]], suffix: str, force: bool) -> Path:
+    """Default output ``<stem>.<suffix>.safetensors`` beside ``src``; refuse to clobber the input or an existing file."""
+    src = Path(src)
+    if not src.exists():
+        raise CheckpointError(f"{src}: no such file")
+    if dst is None:
+        stem = src.name[: -len(".safetensors")] if src.name.endswith(".safetensors") else src.stem
+        dst = src.with_name(f"{stem}.{suffix}.safetensors")
+    dst = Path(dst)
+    if dst.exists() and src.exists() and os.path.samefile(dst, src):
+        raise CheckpointError(f"output {dst} is the input file; choose another -o path (inputs are never overwritten)")
+    if dst.resolve() == src.resolve():
+        raise CheckpointError(f"output {dst} is the input file; choose another -o path (inputs are never overwritten)")
+    if dst.exists() and not force:
+        raise CheckpointError(f"output {dst} already exists; pass {{option}} to overwrite it", option="force")
+    if dst.exists() and dst.is_dir():
+        raise CheckpointError(f"output {dst} is a directory")
+    return dst

@@ -16,15 +16,15 @@ import torch
 from torch import nn
 
 from .checkpoint import load_checkpoint
-from .lookup import build_lookup_module, dense_weight
+from .lookup import dense_weight
+from .schema import TableEntry
+from .table_modules import module_from_entry
 from .ops.fbgemm_ref import fbgemm_available, fbgemm_embedding_bag, fbgemm_reference
 from .ops.quant import sqnr_db
 
 
-def _table_bytes(entry: dict, tensors: dict[str, torch.Tensor]) -> int:
-    keys = [f["key"] for f in entry["factors"].values()]
-    keys += [f["quant"]["scale_key"] for f in entry["factors"].values() if "quant" in f]
-    return sum(tensors[k].numel() * tensors[k].element_size() for k in keys)
+def _table_bytes(entry: TableEntry, tensors: dict[str, torch.Tensor]) -> int:
+    return sum(tensors[k].numel() * tensors[k].element_size() for k in entry.tensor_keys())
 
 
 def _median_ms(fn: Callable[[], torch.Tensor], repeats: int) -> float:
@@ -70,14 +70,14 @@ def benchmark_checkpoint(
     have_fbgemm = fbgemm_available()
     rows_out = []
     for name, entry in sorted(ck.tables.items()):
-        mod = build_lookup_module(name, entry, ck.tensors).eval()
+        mod = module_from_entry(entry, ck.tensors).eval()
         w = dense_weight(mod)
         n, d = w.shape
-        row = {"name": name, "kind": entry["kind"], "rows": n, "dim": d, "bytes_after": _table_bytes(entry, ck.tensors)}
+        row = {"name": name, "layout": entry.display_kind(), "rows": n, "dim": d, "bytes_after": _table_bytes(entry, ck.tensors)}
         ref_w = None
         if ref is not None and name in ref.tables:
             row["bytes_before"] = _table_bytes(ref.tables[name], ref.tensors)
-            ref_w = dense_weight(build_lookup_module(name, ref.tables[name], ref.tensors))
+            ref_w = dense_weight(module_from_entry(ref.tables[name], ref.tensors))
         else:
             row["bytes_before"] = n * d * 4
         row["ratio"] = row["bytes_before"] / max(1, row["bytes_after"])
@@ -85,7 +85,7 @@ def benchmark_checkpoint(
             err = float(((ref_w.double() - w.double()) ** 2).sum())
             row["l2_error"] = math.sqrt(err)
             row["sqnr_db"] = sqnr_db(float((ref_w.double() ** 2).sum()), err)
-        logical = (entry.get("hash") or {}).get("original_num_embeddings", n)
+        logical = entry.logical_rows
         idx = torch.randint(0, logical, (batch * bag_size,), generator=g)
         offsets = torch.arange(0, batch * bag_size, bag_size)
         row["ours_ms"] = _median_ms(_lookup_call(mod, idx, offsets), repeats)

@@ -1,13 +1,13 @@
-"""The mlet-compress checkpoint: a safetensors file plus one metadata entry of versioned JSON.
+"""Save and load models as mlet-compress checkpoints: safetensors files with the table schema.
 
-The metadata key ``"mlet_compress"`` holds ``{"schema_version", "producer", "tables", "aliases", "model",
-"extra"}``; ``tables`` describes every embedding table (kind, tensor keys, shapes, options, stage chain)
-so command-line tools can process a checkpoint with no model code. See ``docs/checkpoint-format.md``.
+The metadata key ``"mlet_compress"`` holds the header of :mod:`mlet_compress.schema` (schema version,
+tables, aliases, model, extra); every embedding table is a :class:`~mlet_compress.schema.TableEntry`, so
+command-line tools process a checkpoint with no model code. See ``docs/checkpoint-format.md``.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -16,103 +16,35 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .errors import CheckpointError
-from .layers._base import module_options
-from .layers.lowrank import LowRankEmbedding, LowRankEmbeddingBag
-from .layers.mlet import MLETEmbedding, MLETEmbeddingBag
-from .layers.quantized import QuantizedEmbedding, QuantizedEmbeddingBag
+from ._version import __version__
 from .atomic import atomic_path
-from .safetensors_io import dtype_name, read_header
+from .errors import CheckpointError
+from .safetensors_io import TensorInfo, dtype_name, read_header
+from .schema import META_KEY, SCHEMA_VERSION, CheckpointHeader, Factor, TableEntry
+from .table_modules import entry_from_module
 
-META_KEY = "mlet_compress"
-SCHEMA_VERSION = 1
-KINDS = ("plain", "mlet", "lowrank", "quantized")
-
-
-def _producer() -> str:
-    from . import __version__
-
-    return f"mlet-compress {__version__}"
+PRODUCER = f"mlet-compress {__version__}"
 
 
-def _factor(key: str, t: torch.Tensor, **extra: Any) -> dict:
-    return {"key": key, "shape": list(t.shape), "dtype": dtype_name(t.dtype), **extra}
-
-
-def _stages(mod: nn.Module) -> list[dict]:
-    return [dict(s) for s in getattr(mod, "stage_chain", [])]
-
-
-def describe_module(name: str, mod: nn.Module) -> Optional[dict]:
-    """The schema entry of one embedding module, or ``None`` when ``mod`` is not an embedding table."""
-
-    bag_kinds = (nn.EmbeddingBag, MLETEmbeddingBag, LowRankEmbeddingBag, QuantizedEmbeddingBag)
-    p = f"{name}." if name else ""
-    entry: dict[str, Any] = {"module": "embedding_bag" if isinstance(mod, bag_kinds) else "embedding"}
-    if isinstance(mod, (MLETEmbedding, MLETEmbeddingBag)):
-        entry["kind"] = "mlet"
-        entry["factors"] = {"table": _factor(p + "table", mod.table), "proj": _factor(p + "proj", mod.proj)}
-        stages = _stages(mod) or [{"stage": "mlet", "inner_dim": mod.inner_dim}]
-    elif isinstance(mod, (LowRankEmbedding, LowRankEmbeddingBag)):
-        entry["kind"] = "lowrank"
-        entry["factors"] = {"A": _factor(p + "A", mod.A), "B": _factor(p + "B", mod.B)}
-        stages = _stages(mod) or [{"stage": "svd", "rank": mod.rank}]
-    elif isinstance(mod, (QuantizedEmbedding, QuantizedEmbeddingBag)):
-        entry["kind"] = "quantized"
-        quant = {"bits": mod.bits, "granularity": mod.granularity, "scale_key": p + "scale"}
-        logical_rows = mod.num_embeddings
-        proj = getattr(mod, "proj", None)
-        if proj is not None:
-            entry["base"] = "lowrank"
-            a_shape = [logical_rows, proj.shape[0]]
-            entry["factors"] = {
-                "A": {"key": p + "qweight", "shape": a_shape, "dtype": "float32", "quant": quant},
-                "B": _factor(p + "proj", proj),
-            }
-        else:
-            entry["base"] = "plain"
-            entry["factors"] = {
-                "weight": {"key": p + "qweight", "shape": [logical_rows, mod.embedding_dim], "dtype": "float32", "quant": quant}
-            }
-        stages = _stages(mod) or [{"stage": "quantize", "bits": mod.bits, "granularity": mod.granularity}]
-    elif isinstance(mod, (nn.Embedding, nn.EmbeddingBag)):
-        entry["kind"] = "plain"
-        entry["factors"] = {"weight": _factor(p + "weight", mod.weight)}
-        stages = _stages(mod)
-    else:
-        return None
-    n = int(getattr(mod, "num_embeddings"))
-    entry["num_embeddings"] = n
-    entry["embedding_dim"] = int(getattr(mod, "embedding_dim"))
-    entry["options"] = module_options(mod)
-    buckets = getattr(mod, "num_buckets", None)
-    if buckets is not None:
-        orig = getattr(mod, "original_num_embeddings", None) or (mod._mlet_origin.get("original_num_embeddings") if hasattr(mod, "_mlet_origin") else None)
-        entry["hash"] = {"num_buckets": int(buckets), "original_num_embeddings": int(orig or n)}
-    else:
-        entry["hash"] = None
-    entry["stages"] = stages
-    return entry
-
-
-def describe_model(model: nn.Module) -> dict[str, dict]:
-    """Schema entries of every embedding table in ``model`` (aliases recorded once, under the first name)."""
+def describe_model(model: nn.Module) -> dict[str, TableEntry]:
+    """The entries of every embedding table in ``model`` (aliases recorded once, under the first name)."""
     seen: dict[int, str] = {}
-    tables: dict[str, dict] = {}
+    tables: dict[str, TableEntry] = {}
     for name, mod in model.named_modules(remove_duplicate=False):
         if id(mod) in seen:
-            if seen[id(mod)] in tables:
-                tables[seen[id(mod)]].setdefault("aliases", []).append(name)
+            first = seen[id(mod)]
+            if first in tables:
+                tables[first] = dataclasses.replace(tables[first], aliases=tables[first].aliases + (name,))
             continue
         seen[id(mod)] = name
-        entry = describe_module(name, mod)
+        entry = entry_from_module(name, mod)
         if entry is not None:
             tables[name] = entry
     return tables
 
 
-def infer_tables(state_dict: dict[str, torch.Tensor]) -> dict[str, dict]:
-    """Schema entries recoverable from a bare state dict: MLET pairs ``<name>.table`` + ``<name>.proj``.
+def infer_tables(state_dict: dict[str, torch.Tensor]) -> dict[str, TableEntry]:
+    """Entries recoverable from a bare state dict: MLET pairs ``<name>.table`` + ``<name>.proj``.
 
     Plain tables cannot be told from other 2-D weights without the model; pass ``tables=`` or save the
     model itself to describe them.
@@ -123,13 +55,12 @@ def infer_tables(state_dict: dict[str, torch.Tensor]) -> dict[str, dict]:
             name = key[: -len(".table")]
             proj = state_dict.get(name + ".proj")
             if proj is not None and proj.dim() == 2 and proj.shape[1] == t.shape[1]:
-                tables[name] = {
-                    "module": "embedding", "kind": "mlet", "num_embeddings": int(t.shape[0]),
-                    "embedding_dim": int(proj.shape[0]), "options": {"padding_idx": None}, "hash": None,
-                    "factors": {"table": _factor(key, t), "proj": _factor(name + ".proj", proj)},
-                    "stages": [{"stage": "mlet", "inner_dim": int(t.shape[1])}],
-                }
+                tables[name] = TableEntry.mlet(name, _factor(key, t), _factor(name + ".proj", proj))
     return tables
+
+
+def _factor(key: str, t: torch.Tensor) -> Factor:
+    return Factor(key, tuple(int(s) for s in t.shape), dtype_name(t.dtype))
 
 
 def _dedupe(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -161,15 +92,21 @@ def _dedupe(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], di
     return kept, aliases
 
 
-def _fold_aliased_tables(tables: dict[str, dict], aliases: dict[str, str]) -> None:
+def _fold_aliased_tables(tables: dict[str, TableEntry], aliases: dict[str, str]) -> None:
     """Entries whose tensors are all aliases of another table's become that table's ``aliases``."""
-    owner = {f["key"]: name for name, e in tables.items() for f in e["factors"].values()}
+    owner = {key: name for name, e in tables.items() for key in e.tensor_keys()}
+
+    def add_alias(target: str, alias: str) -> None:
+        e = tables[target]
+        if alias not in e.aliases:
+            tables[target] = dataclasses.replace(e, aliases=e.aliases + (alias,))
+
     for name in list(tables):
-        keys = [f["key"] for f in tables[name]["factors"].values()]
+        keys = tables[name].tensor_keys()
         if keys and all(k in aliases for k in keys):
             target = owner.get(aliases[keys[0]])
             if target is not None and target != name and target in tables:
-                tables[target].setdefault("aliases", []).append(name)
+                add_alias(target, name)
                 del tables[name]
     # alias keys of a table's tensors under another module name make that name an alias of the table
     for alias_key, key in aliases.items():
@@ -179,22 +116,8 @@ def _fold_aliased_tables(tables: dict[str, dict], aliases: dict[str, str]) -> No
         suffix = key[len(name):]
         if alias_key.endswith(suffix):
             alias_mod = alias_key[: -len(suffix)]
-            known = tables[name].setdefault("aliases", [])
-            if alias_mod not in tables and alias_mod not in known:
-                known.append(alias_mod)
-
-
-def build_metadata(tables: dict, aliases: dict, model_info: Optional[dict], extra: Optional[dict]) -> dict[str, str]:
-    """The safetensors ``__metadata__`` dict of a checkpoint."""
-    doc = {
-        "schema_version": SCHEMA_VERSION,
-        "producer": _producer(),
-        "tables": tables,
-        "aliases": aliases,
-        "model": model_info,
-        "extra": extra or {},
-    }
-    return {META_KEY: json.dumps(doc, sort_keys=True)}
+            if alias_mod not in tables:
+                add_alias(name, alias_mod)
 
 
 def save_checkpoint(
@@ -203,7 +126,7 @@ def save_checkpoint(
     *,
     model_info: Optional[dict] = None,
     extra: Optional[dict] = None,
-    tables: Optional[dict[str, dict]] = None,
+    tables: Optional[dict[str, TableEntry]] = None,
 ) -> Path:
     """Save a model (or state dict) as a safetensors checkpoint with the table schema, atomically.
 
@@ -214,7 +137,10 @@ def save_checkpoint(
         path: destination ``.safetensors`` path (written to a temp file, then renamed into place).
         model_info: JSON-able description of the model (e.g. ``{"name": "dlrm", "config": {...}}``).
         extra: any other JSON-able metadata (vocabularies, preprocessing, ...).
-        tables: explicit schema entries (overrides what is inferred).
+        tables: explicit :class:`~mlet_compress.schema.TableEntry` objects by name (override what is inferred).
+
+    Raises:
+        CheckpointError: non-tensor or non-dense state entries, or table entries that do not fit the tensors.
 
     Returns:
         The written path.
@@ -238,7 +164,9 @@ def save_checkpoint(
         raise CheckpointError(f"state entries {bad[:5]} are not tensors; safetensors stores tensors only")
     kept, aliases = _dedupe(state)
     _fold_aliased_tables(described, aliases)
-    meta = build_metadata(described, aliases, model_info, extra)
+    header = CheckpointHeader(described, aliases, model_info, extra or {})
+    header.validate({k: v for k, v in kept.items()} | {a: kept[k] for a, k in aliases.items()}, str(path))
+    meta = header.to_metadata(PRODUCER)
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(kept, str(tmp), metadata=meta)
@@ -247,10 +175,15 @@ def save_checkpoint(
 
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint: tensors by state-dict key plus the parsed schema."""
+    """A loaded checkpoint: tensors by state-dict key plus the parsed header.
+
+    Attributes:
+        tensors: the stored tensors (aliases not repeated). tables: name → :class:`TableEntry`.
+        model_info / extra / aliases / schema_version: as in the header. path: the file it came from.
+    """
 
     tensors: dict[str, torch.Tensor]
-    tables: dict[str, dict]
+    tables: dict[str, TableEntry]
     model_info: Optional[dict] = None
     extra: dict = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
@@ -264,73 +197,30 @@ class Checkpoint:
             out[alias] = self.tensors[key]
         return out
 
-
-def parse_metadata(meta: dict[str, str], source: str) -> dict:
-    """Validate and decode the schema JSON from a safetensors ``__metadata__`` dict."""
-    raw = meta.get(META_KEY)
-    if raw is None:
-        raise CheckpointError(
-            f"{source}: no {META_KEY!r} metadata; not an mlet-compress checkpoint "
-            "(save it with save_checkpoint or `mlet-compress convert`)"
-        )
-    try:
-        doc = json.loads(raw)
-    except json.JSONDecodeError:
-        raise CheckpointError(f"{source}: {META_KEY!r} metadata is not valid JSON") from None
-    version = doc.get("schema_version") if isinstance(doc, dict) else None
-    if not isinstance(version, int) or version < 1:
-        raise CheckpointError(f"{source}: missing or invalid schema_version in {META_KEY!r} metadata")
-    if version > SCHEMA_VERSION:
-        raise CheckpointError(
-            f"{source}: checkpoint schema version {version} is newer than this mlet-compress supports "
-            f"({SCHEMA_VERSION}); upgrade mlet-compress"
-        )
-    if not isinstance(doc.get("tables"), dict):
-        raise CheckpointError(f"{source}: {META_KEY!r} metadata has no 'tables' object")
-    return doc
+    @property
+    def header(self) -> CheckpointHeader:
+        """The checkpoint's header (what a streaming rewrite of it starts from)."""
+        return CheckpointHeader(self.tables, self.aliases, self.model_info, self.extra, self.schema_version)
 
 
-def validate_tables(tables: dict[str, dict], infos: dict, source: str) -> None:
-    """Check every table's factors exist with the recorded shapes and consistent dimensions."""
-    for name, ent in tables.items():
-        kind = ent.get("kind")
-        if kind not in KINDS:
-            raise CheckpointError(f"{source}: table {name!r} has unknown kind {kind!r} (known: {', '.join(KINDS)})")
-        for fname, f in ent.get("factors", {}).items():
-            key = f.get("key")
-            if key not in infos:
-                raise CheckpointError(f"{source}: table {name!r} factor {fname!r}: tensor {key!r} is missing")
-            if "quant" not in f and list(infos[key].shape) != list(f["shape"]):
-                raise CheckpointError(
-                    f"{source}: table {name!r} factor {fname!r}: tensor {key!r} has shape "
-                    f"{list(infos[key].shape)} but the metadata says {f['shape']}"
-                )
-            if "quant" in f and f["quant"].get("scale_key") not in infos:
-                raise CheckpointError(f"{source}: table {name!r}: scale tensor {f['quant'].get('scale_key')!r} is missing")
-        fac = ent.get("factors", {})
-        if kind == "mlet":
-            t, p = infos[fac["table"]["key"]].shape, infos[fac["proj"]["key"]].shape
-            if len(t) != 2 or len(p) != 2 or t[1] != p[1]:
-                raise CheckpointError(
-                    f"{source}: table {name!r}: MLET table {list(t)} and projection {list(p)} disagree on the "
-                    "inner dimension k (table is n×k, projection d×k)"
-                )
-        if kind == "lowrank":
-            a, b = infos[fac["A"]["key"]].shape, infos[fac["B"]["key"]].shape
-            if len(a) != 2 or len(b) != 2 or a[1] != b[0]:
-                raise CheckpointError(f"{source}: table {name!r}: low-rank factors A {list(a)} and B {list(b)} disagree on the rank")
+def load_header(path: Union[str, Path]) -> tuple[CheckpointHeader, dict[str, TensorInfo]]:
+    """Read and validate a checkpoint's header and tensor infos without loading tensor data.
 
+    The infos are keyed by the tensors' on-disk names; ``header.key_renames`` maps the names a schema
+    migration changed (old files) to their current ones.
 
-def load_header(path: Union[str, Path]) -> tuple[dict, dict]:
-    """Read and validate the schema and tensor infos of a checkpoint without loading tensor data."""
+    Raises:
+        CheckpointError: missing file, not safetensors, truncated, no/invalid/newer schema, or tables whose
+            tensors are missing or inconsistent.
+    """
     meta, infos, _ = read_header(path)
-    doc = parse_metadata(meta, str(path))
-    validate_tables(doc["tables"], infos, str(path))
-    return doc, infos
+    header = CheckpointHeader.from_metadata(meta, str(path))
+    header.validate(infos, str(path))
+    return header, infos
 
 
 def load_checkpoint(path: Union[str, Path]) -> Checkpoint:
-    """Load a checkpoint written by :func:`save_checkpoint` (or any mlet-compress command).
+    """Load a checkpoint written by :func:`save_checkpoint` (or any mlet-compress command, any schema version).
 
     Raises:
         CheckpointError: missing file, not safetensors, truncated, no/invalid/newer schema metadata, or
@@ -341,17 +231,15 @@ def load_checkpoint(path: Union[str, Path]) -> Checkpoint:
         >>> sorted(load_checkpoint(path).tables)
         ['0']
     """
-    doc, _ = load_header(path)
+    header, _ = load_header(path)
     try:
         tensors = load_file(str(path))
-    except Exception as exc:  # safetensors raises its own error types for corrupt data
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for corrupt data
         raise CheckpointError(f"{path}: cannot read tensors: {exc}") from None
-    return Checkpoint(
-        tensors=tensors,
-        tables=doc["tables"],
-        model_info=doc.get("model"),
-        extra=doc.get("extra") or {},
-        aliases=doc.get("aliases") or {},
-        schema_version=doc["schema_version"],
-        path=Path(path),
-    )
+    tensors = {header.key_renames.get(k, k): t for k, t in tensors.items()}
+    return Checkpoint(tensors=tensors, tables=dict(header.tables), model_info=header.model, extra=dict(header.extra),
+                      aliases=dict(header.aliases), schema_version=header.schema_version, path=Path(path))
+
+
+__all__ = ["META_KEY", "SCHEMA_VERSION", "PRODUCER", "Checkpoint", "save_checkpoint", "load_checkpoint", "load_header",
+           "describe_model", "infer_tables"]

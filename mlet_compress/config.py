@@ -21,6 +21,11 @@ def _check_targets(name: str, value: Targets) -> None:
         raise ConfigError(f"{name} must be a regex string or a list of module names/suffixes, got {value!r}")
 
 
+def _check_chunk_rows(value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"chunk_rows must be a positive integer, got {value!r}")
+
+
 class _JSONConfig:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of the fields (inverse of :meth:`from_dict`)."""
@@ -102,6 +107,25 @@ class MLETConfig(TargetSpec):
 
 
 @dataclass
+class CollapseConfig(TargetSpec):
+    """Collapse MLET factors into one n×d table (what :func:`mlet_compress.collapse` does to a model).
+
+    ``check`` compares the collapsed lookups with the MLET ones on ``probe_rows`` random rows (float64
+    reference) and refuses NaN/Inf; ``chunk_rows`` bounds the memory of a streaming checkpoint collapse.
+    """
+
+    check: bool = True
+    probe_rows: int = 1024
+    chunk_rows: int = 65536
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.probe_rows, bool) or not isinstance(self.probe_rows, int) or self.probe_rows < 1:
+            raise ConfigError(f"probe_rows must be a positive integer, got {self.probe_rows!r}")
+        _check_chunk_rows(self.chunk_rows)
+
+
+@dataclass
 class LowRankConfig(TargetSpec):
     """Truncated-SVD stage: keep ``rank`` singular directions, or the fewest that retain ``energy``."""
 
@@ -117,8 +141,7 @@ class LowRankConfig(TargetSpec):
             raise ConfigError(f"rank must be an integer >= 1, got {self.rank!r}")
         if self.energy is not None and not (0.0 < self.energy <= 1.0):
             raise ConfigError(f"energy must be in (0, 1], got {self.energy!r}")
-        if self.chunk_rows < 1:
-            raise ConfigError(f"chunk_rows must be >= 1, got {self.chunk_rows}")
+        _check_chunk_rows(self.chunk_rows)
 
 
 @dataclass
@@ -142,8 +165,7 @@ class QuantConfig(TargetSpec):
             raise ConfigError(f"granularity must be 'table' or 'row', got {self.granularity!r}")
         if not isinstance(self.grid, int) or self.grid < 1:
             raise ConfigError(f"grid must be a positive number of candidates, got {self.grid!r}")
-        if self.chunk_rows < 1:
-            raise ConfigError(f"chunk_rows must be >= 1, got {self.chunk_rows}")
+        _check_chunk_rows(self.chunk_rows)
 
 
 @dataclass
@@ -172,6 +194,6 @@ class HashConfig(TargetSpec):
 
     def buckets_for(self, num_rows: int) -> int:
         """Rows of the hashed table for a table of ``num_rows`` rows (never more than ``num_rows``)."""
-        if self.num_buckets is not None:
-            return min(self.num_buckets, num_rows)
-        return max(1, min(num_rows, -(-int(round(self.ratio * num_rows * 1e6)) // 1_000_000)))
+        from .ops.hashing import buckets_for  # config stays importable without torch
+
+        return buckets_for(num_rows, ratio=self.ratio, num_buckets=self.num_buckets)

@@ -13,10 +13,11 @@ from typing import Optional, Union
 
 import torch
 
-from .checkpoint import _factor, infer_tables, load_checkpoint, save_checkpoint
+from .atomic import atomic_path, resolve_output
+from .checkpoint import infer_tables, load_checkpoint, save_checkpoint
 from .errors import CheckpointError, ConfigError
-from .atomic import atomic_path
-from .streaming import resolve_output
+from .safetensors_io import dtype_name
+from .schema import TableEntry
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin")
 # Default guess of which plain 2-D "<module>.weight" tensors are embedding tables (override with tables=).
@@ -58,12 +59,12 @@ def load_pickle_state_dict(src: Union[str, Path]) -> tuple[dict[str, torch.Tenso
     return _extract_state_dict(obj, str(src))
 
 
-def plain_tables(state: dict[str, torch.Tensor], regex: str, taken: set[str]) -> dict[str, dict]:
+def plain_tables(state: dict[str, torch.Tensor], regex: str, taken: set[str]) -> dict[str, TableEntry]:
     """Schema entries for 2-D float ``<module>.weight`` tensors whose module name fully matches ``regex``."""
     try:
         pat = re.compile(regex)
     except re.error as exc:
-        raise ConfigError(f"--tables regex {regex!r} is invalid: {exc}") from None
+        raise ConfigError(f"{{option}} is not a valid regex: {exc}", option="tables", value=regex) from None
     out = {}
     for key, t in state.items():
         if not key.endswith(".weight") or t.dim() != 2 or not t.is_floating_point():
@@ -71,10 +72,7 @@ def plain_tables(state: dict[str, torch.Tensor], regex: str, taken: set[str]) ->
         name = key[: -len(".weight")]
         if name in taken or not pat.fullmatch(name):
             continue
-        out[name] = {
-            "module": "embedding", "kind": "plain", "num_embeddings": int(t.shape[0]), "embedding_dim": int(t.shape[1]),
-            "options": {"padding_idx": None}, "hash": None, "factors": {"weight": _factor(key, t)}, "stages": [],
-        }
+        out[name] = TableEntry.plain(name, key, tuple(t.shape), dtype_name(t.dtype))
     return out
 
 
@@ -84,7 +82,7 @@ def convert_to_safetensors(
     *,
     tables: Optional[str] = None,
     force: bool = False,
-) -> tuple[Path, dict[str, dict]]:
+) -> tuple[Path, dict[str, TableEntry]]:
     """Convert a ``torch.save`` state dict to an mlet-compress safetensors checkpoint.
 
     Args:
@@ -106,7 +104,7 @@ def convert_to_safetensors(
     taken = set(described) | {k.rsplit(".", 1)[0] for k in state if k.endswith((".table", ".proj"))}
     described.update(plain_tables(state, tables or DEFAULT_TABLE_REGEX, taken))
     if tables is not None and not described:
-        raise ConfigError(f"--tables {tables!r} matched no 2-D '<module>.weight' tensor in {src}")
+        raise ConfigError(f"{{option}} matched no 2-D '<module>.weight' tensor in {src}", option="tables", value=tables)
     extra = {"converted_from": Path(src).name, "skipped_non_tensor_keys": skipped}
     save_checkpoint(state, dst, tables=described, extra=extra)
     return dst, described

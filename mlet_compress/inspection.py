@@ -2,80 +2,77 @@
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Any, Optional, Union
 
 from .checkpoint import load_header
 
 
-def stage_label(stage: dict) -> str:
-    """``{"stage": "svd", "rank": 8}`` → ``"svd(rank=8)"``."""
-    args = ",".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-        for k, v in sorted(stage.items())
-        if k not in ("stage", "original_num_embeddings") and v is not None
-    )
-    return f"{stage.get('stage', '?')}({args})" if args else str(stage.get("stage", "?"))
+@dataclass(frozen=True)
+class TableSummary:
+    """One table as ``inspect`` shows it.
+
+    Attributes:
+        name: module name. layout: kind plus what shapes it (``quantized(lowrank, 8b/row)+hashed``).
+        rows: stored rows. n: logical index space (before hashing). k: MLET inner dim or low-rank rank.
+        d: embedding dim. dtype: storage dtype (``int4`` for 4-bit codes). bytes: tensor bytes.
+        stages: the stage chain as labels. aliases: other module names of the table.
+    """
+
+    name: str
+    layout: str
+    rows: int
+    n: int
+    k: Optional[int]
+    d: int
+    dtype: str
+    bytes: int
+    stages: list[str]
+    aliases: list[str]
 
 
-def display_kind(entry: dict) -> str:
-    """``kind`` plus what else shapes the table: e.g. ``"quantized(lowrank, 8b)+hashed"``."""
-    kind = entry["kind"]
-    if kind == "quantized":
-        q = next(f["quant"] for f in entry["factors"].values() if "quant" in f)
-        kind = f"quantized({entry.get('base', 'plain')}, {q['bits']}b/{q['granularity']})"
-    if entry.get("hash"):
-        kind += "+hashed"
-    return kind
+@dataclass(frozen=True)
+class CheckpointSummary:
+    """What :func:`inspect_checkpoint` returns; :meth:`to_dict` is the ``--json`` output."""
+
+    path: str
+    schema_version: int
+    model: Optional[dict]
+    tables: list[TableSummary]
+    totals: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return dataclasses.asdict(self)
 
 
-def inspect_checkpoint(path: Union[str, Path]) -> dict:
+def inspect_checkpoint(path: Union[str, Path]) -> CheckpointSummary:
     """Summarise a checkpoint: per table name/kind/rows/(n, k, d)/dtype/bytes/stages, plus totals.
 
     ``n`` is the logical index space (before hashing), ``rows`` the stored rows; ``k`` is the MLET inner
     dim or the low-rank rank (``None`` for plain/quantized plain tables).
+
+    Example:
+        >>> inspect_checkpoint("model.safetensors").totals["tables"]  # doctest: +SKIP
+        26
     """
-    doc, infos = load_header(path)
+    header, infos = load_header(path)
+    infos = {header.key_renames.get(k, k): v for k, v in infos.items()}
     rows_out = []
     table_keys: set[str] = set()
-    for name, ent in sorted(doc["tables"].items()):
-        keys = []
-        for f in ent["factors"].values():
-            keys.append(f["key"])
-            if "quant" in f:
-                keys.append(f["quant"]["scale_key"])
+    for name, ent in sorted(header.tables.items()):
+        keys = ent.tensor_keys()
         table_keys.update(keys)
-        fac = ent["factors"]
-        k = None
-        if ent["kind"] == "mlet":
-            k = fac["table"]["shape"][1]
-        elif "A" in fac:
-            k = fac["A"]["shape"][1]
-        first = fac.get("table") or fac.get("A") or fac.get("weight")
-        dtype = infos[first["key"]].dtype if "quant" not in first else None
-        rows_out.append({
-            "name": name,
-            "kind": display_kind(ent),
-            "rows": ent["num_embeddings"],
-            "n": (ent.get("hash") or {}).get("original_num_embeddings", ent["num_embeddings"]),
-            "k": k,
-            "d": ent["embedding_dim"],
-            "dtype": str(dtype).replace("torch.", "") if dtype is not None else f"int{first['quant']['bits']}",
-            "bytes": sum(infos[key].nbytes for key in keys),
-            "stages": [stage_label(s) for s in ent.get("stages", [])],
-            "aliases": ent.get("aliases", []),
-        })
+        first = ent.factors.get("table") or ent.factors.get("A") or ent.factors["weight"]
+        rows_out.append(TableSummary(
+            name=name, layout=ent.display_kind(), rows=ent.num_embeddings, n=ent.logical_rows,
+            k=ent.inner_dim or ent.rank, d=ent.embedding_dim,
+            dtype=f"int{first.quant.bits}" if first.quant else str(infos[first.key].dtype).replace("torch.", ""),
+            bytes=sum(infos[key].nbytes for key in keys), stages=[s.label() for s in ent.stages], aliases=list(ent.aliases),
+        ))
     other = [i for key, i in infos.items() if key not in table_keys]
-    return {
-        "path": str(path),
-        "schema_version": doc["schema_version"],
-        "model": doc.get("model"),
-        "tables": rows_out,
-        "totals": {
-            "tables": len(rows_out),
-            "table_bytes": sum(r["bytes"] for r in rows_out),
-            "other_tensors": len(other),
-            "other_bytes": sum(i.nbytes for i in other),
-            "file_bytes": Path(path).stat().st_size,
-        },
-    }
+    totals = {"tables": len(rows_out), "table_bytes": sum(r.bytes for r in rows_out), "other_tensors": len(other),
+              "other_bytes": sum(i.nbytes for i in other), "file_bytes": Path(path).stat().st_size}
+    return CheckpointSummary(str(path), header.schema_version, header.model, rows_out, totals)

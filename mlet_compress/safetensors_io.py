@@ -63,15 +63,18 @@ def read_header(path: str | Path) -> tuple[dict[str, str], dict[str, TensorInfo]
         raise CheckpointError(f"{p}: no such file")
     if p.is_dir():
         raise CheckpointError(f"{p}: is a directory, expected a .safetensors file")
-    size = p.stat().st_size
-    with open(p, "rb") as fh:
-        head = fh.read(8)
-        if len(head) < 8:
-            raise CheckpointError(f"{p}: not a safetensors file (only {size} bytes)")
-        (hlen,) = struct.unpack("<Q", head)
-        if hlen == 0 or hlen > MAX_HEADER or 8 + hlen > size:
-            raise CheckpointError(f"{p}: not a safetensors file (bad header length {hlen} for a {size}-byte file)")
-        raw = fh.read(hlen)
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise CheckpointError(f"{p}: not a safetensors file (only {size} bytes)")
+            (hlen,) = struct.unpack("<Q", head)
+            if hlen == 0 or hlen > MAX_HEADER or 8 + hlen > size:
+                raise CheckpointError(f"{p}: not a safetensors file (bad header length {hlen} for a {size}-byte file)")
+            raw = fh.read(hlen)
+    except OSError as exc:
+        raise CheckpointError(f"{p}: cannot read: {exc.strerror or exc}") from exc
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):

@@ -20,10 +20,12 @@ from typing import Callable, Iterator, Optional, Union
 import numpy as np
 import torch
 
-from .checkpoint import build_metadata, load_header
-from .errors import CheckpointError
 from .atomic import atomic_path
+from .checkpoint import PRODUCER, load_header
+from .errors import CheckpointError
+from .ops.collapse import collapse_rows
 from .safetensors_io import StreamingWriter, TensorInfo, read_header
+from .schema import TableEntry
 
 Progress = Callable[[int, int], None]  # (bytes just written, total bytes)
 ChunkFn = Callable[[], Iterator[torch.Tensor]]
@@ -42,9 +44,12 @@ class RowReader:
         ...         ...
     """
 
-    def __init__(self, path: Union[str, Path]):
+    def __init__(self, path: Union[str, Path], key_renames: Optional[dict[str, str]] = None):
         self.path = Path(path)
-        _, self.infos, self.data_start = read_header(self.path)
+        _, infos, self.data_start = read_header(self.path)
+        # tensors are addressed by their current keys (a schema migration may have renamed some)
+        renames = key_renames or {}
+        self.infos = {renames.get(k, k): v for k, v in infos.items()}
         self._fh = open(self.path, "rb")
         size = self.path.stat().st_size
         self._mm = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_COPY) if size else None
@@ -123,6 +128,41 @@ class RowReader:
             self.release(key, a, b)
 
 
+class TableRows:
+    """``read_rows(start, stop)`` over one table's effective rows, for the streaming ops.
+
+    Reads the ``weight`` factor of a plain table, the ``A`` factor of a low-rank one (``factor="A"``), or
+    computes the n×d rows of MLET factors on the fly (``table @ proj.T``, at least float32). Each call
+    releases the pages of the previous range, so resident memory stays at about one chunk.
+
+    Attributes:
+        num_rows, dim, dtype: shape and dtype of the rows returned. collapsed: MLET factors are collapsed.
+    """
+
+    def __init__(self, reader: RowReader, entry: TableEntry, factor: str = "weight"):
+        self.reader = reader
+        self.proj: Optional[torch.Tensor] = None
+        self.collapsed = entry.kind == "mlet"
+        if self.collapsed:
+            self.key = entry.factors["table"].key
+            self.proj = reader.full(entry.factors["proj"].key)
+            self.dim = int(self.proj.shape[0])
+        else:
+            self.key = entry.factors[factor].key
+            self.dim = int(reader.info(self.key).shape[1]) if len(reader.info(self.key).shape) == 2 else 0
+        info = reader.info(self.key)
+        self.num_rows = int(info.shape[0]) if info.shape else 0
+        self.dtype = info.dtype if self.proj is None else torch.promote_types(info.dtype, torch.float32)
+        self._last: Optional[tuple[int, int]] = None
+
+    def __call__(self, start: int, stop: int) -> torch.Tensor:
+        if self._last is not None:
+            self.reader.release(self.key, *self._last)
+        self._last = (start, stop)
+        rows = self.reader.rows(self.key, start, stop)
+        return rows if self.proj is None else collapse_rows(rows, self.proj, self.dtype)
+
+
 @dataclass
 class OutTensor:
     """One tensor of the output: key, dtype, shape and a function returning its row chunks."""
@@ -132,6 +172,11 @@ class OutTensor:
     shape: tuple[int, ...]
     chunks: ChunkFn
 
+    @property
+    def nbytes(self) -> int:
+        """Size of the tensor's data in bytes."""
+        return int(np.prod(self.shape, dtype=np.int64)) * torch.empty((), dtype=self.dtype).element_size()
+
 
 @dataclass
 class TablePlan:
@@ -139,7 +184,7 @@ class TablePlan:
 
     drop_keys: list[str]
     outputs: list[OutTensor]
-    entry: dict
+    entry: TableEntry
 
 
 @dataclass
@@ -147,26 +192,6 @@ class Plan:
     """A whole-checkpoint transformation."""
 
     tables: dict[str, TablePlan] = field(default_factory=dict)
-
-
-def resolve_output(src: Union[str, Path], dst: Optional[Union[str, Path]], suffix: str, force: bool) -> Path:
-    """Default output ``<stem>.<suffix>.safetensors`` beside ``src``; refuse to clobber the input or an existing file."""
-    src = Path(src)
-    if not src.exists():
-        raise CheckpointError(f"{src}: no such file")
-    if dst is None:
-        stem = src.name[: -len(".safetensors")] if src.name.endswith(".safetensors") else src.stem
-        dst = src.with_name(f"{stem}.{suffix}.safetensors")
-    dst = Path(dst)
-    if dst.exists() and src.exists() and os.path.samefile(dst, src):
-        raise CheckpointError(f"output {dst} is the input file; choose another -o path (inputs are never overwritten)")
-    if dst.resolve() == src.resolve():
-        raise CheckpointError(f"output {dst} is the input file; choose another -o path (inputs are never overwritten)")
-    if dst.exists() and not force:
-        raise CheckpointError(f"output {dst} already exists; pass --force to overwrite it")
-    if dst.exists() and dst.is_dir():
-        raise CheckpointError(f"output {dst} is a directory")
-    return dst
 
 
 def copy_chunks(reader: RowReader, key: str, chunk_bytes: int = 64 << 20) -> ChunkFn:
@@ -186,8 +211,9 @@ def execute(
     progress: Optional[Progress] = None,
 ) -> Path:
     """Write ``dst`` = ``src`` with ``plan`` applied, atomically (temp file in the target folder + rename)."""
-    doc, infos = load_header(src)
-    tables = dict(doc["tables"])
+    header, _ = load_header(src)
+    infos = reader.infos  # by current key
+    tables = dict(header.tables)
     dropped = {k for tp in plan.tables.values() for k in tp.drop_keys}
     outputs: list[OutTensor] = []
     placed: set[str] = set()
@@ -209,15 +235,15 @@ def execute(
     if len(set(keys)) != len(keys):
         dup = sorted({k for k in keys if keys.count(k) > 1})
         raise CheckpointError(f"output would contain duplicate tensor keys {dup[:5]}")
-    aliases = {a: k for a, k in (doc.get("aliases") or {}).items() if k in set(keys)}
+    aliases = {a: k for a, k in header.aliases.items() if k in set(keys)}
     for name, tp in plan.tables.items():  # aliased modules point at the table's new tensors
         prefix = f"{name}." if name else ""
-        for alias in tp.entry.get("aliases", []):
+        for alias in tp.entry.aliases:
             for o in tp.outputs:
                 if o.key.startswith(prefix):
                     aliases[f"{alias}.{o.key[len(prefix):]}"] = o.key
-    meta = build_metadata(tables, aliases, doc.get("model"), doc.get("extra"))
-    total = output_bytes(outputs)
+    meta = header.with_tables(tables, aliases).to_metadata(PRODUCER)
+    total = sum(o.nbytes for o in outputs)
     with atomic_path(dst) as tmp:
         with open(tmp, "wb") as fh:
             writer = StreamingWriter(fh, [(o.key, o.dtype, tuple(o.shape)) for o in outputs], meta)
@@ -260,11 +286,3 @@ def _write_overlapped(writer: StreamingWriter, outputs: list[OutTensor], progres
         thread.join()
     if failed:
         raise failed[0]
-
-
-def output_bytes(plan_outputs: list[OutTensor]) -> int:
-    """Total bytes of a list of output tensors (for progress totals)."""
-    total = 0
-    for o in plan_outputs:
-        total += int(np.prod(o.shape, dtype=np.int64)) * torch.empty((), dtype=o.dtype).element_size()
-    return total

@@ -39,7 +39,7 @@ def name_matches(name: str, targets: Targets) -> bool:
         try:
             return re.fullmatch(targets, name) is not None
         except re.error as exc:
-            raise ConfigError(f"target regex {targets!r} is invalid: {exc}") from None
+            raise ConfigError(f"table regex {targets!r} is not a valid regular expression: {exc}") from None
     return any(name == t or name.endswith("." + t) for t in targets)
 
 

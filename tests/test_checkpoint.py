@@ -12,7 +12,8 @@ from mlet_compress import (
     MLETConfig, collapse, collapse_checkpoint, inspect_checkpoint, load_checkpoint, save_checkpoint, wrap,
 )
 from mlet_compress.checkpoint import META_KEY, SCHEMA_VERSION
-from mlet_compress.errors import CheckpointError, NumericalError
+from mlet_compress.errors import CheckpointError, NumericalError, TargetingError
+from mlet_compress.schema import Factor
 from mlet_compress.safetensors_io import read_header
 
 
@@ -36,11 +37,11 @@ def test_round_trip_is_bit_exact(tmp_path):
     for k, v in sd.items():
         assert torch.equal(ck.state_dict()[k], v), k
     assert ck.model_info == {"name": "toy", "config": {}} and ck.extra == {"a": 1}
-    assert ck.tables["user"]["kind"] == "mlet" and ck.tables["user"]["aliases"] == ["user_alias"]
-    assert ck.tables["features.tables.tags"]["module"] == "embedding_bag"
-    assert ck.tables["features.tables.tags"]["options"]["mode"] == "sum"
-    assert ck.tables["features.tables.linear"]["kind"] == "plain"
-    assert ck.tables["user"]["factors"]["proj"] == {"key": "user.proj", "shape": [8, 16], "dtype": "float32"}
+    assert ck.tables["user"].kind == "mlet" and ck.tables["user"].aliases == ("user_alias",)
+    assert ck.tables["features.tables.tags"].module == "embedding_bag"
+    assert ck.tables["features.tables.tags"].options["mode"] == "sum"
+    assert ck.tables["features.tables.linear"].kind == "plain"
+    assert ck.tables["user"].factors["proj"] == Factor("user.proj", (8, 16), "float32")
 
 
 @pytest.mark.parametrize("chunk_rows", [1, 7, 65536])
@@ -59,24 +60,24 @@ def test_cli_level_collapse_equals_module_collapse(tmp_path, chunk_rows):
         torch.testing.assert_close(ck.state_dict()[k], v, rtol=1e-6, atol=1e-6, msg=k)
     fresh = ToyModel()
     fresh.load_state_dict(ck.state_dict(), strict=True)
-    assert ck.tables["user"]["kind"] == "plain"
-    assert [s["stage"] for s in ck.tables["user"]["stages"]] == ["mlet", "collapse"]
+    assert ck.tables["user"].kind == "plain"
+    assert [s.stage for s in ck.tables["user"].stages] == ["mlet", "collapse"]
     assert not list(tmp_path.glob(".*.tmp"))  # no temp files left behind
 
 
 def test_save_state_dict_infers_mlet_pairs(tmp_path):
     sd = _trained_wrapped().state_dict()
     ck = load_checkpoint(save_checkpoint(sd, tmp_path / "sd.safetensors"))
-    assert {n for n, e in ck.tables.items() if e["kind"] == "mlet"} >= {"user", "features.tables.item"}
+    assert {n for n, e in ck.tables.items() if e.kind == "mlet"} >= {"user", "features.tables.item"}
 
 
 def test_inspect_reports_dims_and_bytes(tmp_path):
     m = _trained_wrapped()
     rep = inspect_checkpoint(save_checkpoint(m, tmp_path / "w.safetensors"))
-    row = next(r for r in rep["tables"] if r["name"] == "user")
-    assert (row["kind"], row["rows"], row["n"], row["k"], row["d"]) == ("mlet", 60, 60, 16, 8)
-    assert row["bytes"] == (60 * 16 + 8 * 16) * 4
-    assert rep["totals"]["tables"] == 4
+    row = next(r for r in rep.tables if r.name == "user")
+    assert (row.layout, row.rows, row.n, row.k, row.d) == ("mlet", 60, 60, 16, 8)
+    assert row.bytes == (60 * 16 + 8 * 16) * 4
+    assert rep.totals["tables"] == 4
 
 
 def _write_meta(path, meta, tensors=None):
@@ -138,7 +139,7 @@ def test_output_rules(tmp_path):
         collapse_checkpoint(src)
     collapse_checkpoint(src, out, force=True)
     assert src.read_bytes() == before
-    with pytest.raises(CheckpointError, match="no MLET tables"):
+    with pytest.raises(TargetingError, match="no MLET"):
         collapse_checkpoint(out)
 
 

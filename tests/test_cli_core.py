@@ -37,7 +37,7 @@ def test_inspect_json_and_table(tmp_path):
     src = _ckpt(tmp_path)
     res = runner.invoke(app, ["inspect", str(src), "--json"])
     rep = json.loads(res.stdout)
-    assert {r["name"]: r["kind"] for r in rep["tables"]}["user"] == "mlet"
+    assert {r["name"]: r["layout"] for r in rep["tables"]}["user"] == "mlet"
     res = runner.invoke(app, ["inspect", str(src)])
     assert res.exit_code == 0 and "features.tables.tags" in res.stdout
 
@@ -63,7 +63,7 @@ def test_help_has_examples():
 
 
 def test_import_does_not_pull_cli_dependencies():
-    code = "import sys, mlet_compress; import mlet_compress.wrap; print('typer' in sys.modules or 'rich' in sys.modules)"
+    code = "import sys, mlet_compress; import mlet_compress.stages, mlet_compress.schema; print('typer' in sys.modules or 'rich' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.stdout.strip() == "False"
 

@@ -31,10 +31,10 @@ def test_full_chain_via_cli(tmp_path):
     assert rep["output"] == str(svd) and 1 <= rep["tables"]["emb"]["rank"] <= 16
     res = runner.invoke(app, ["quantize", str(svd), "--bits", "8", "--granularity", "row"])
     assert res.exit_code == 0, res.output
-    q8 = tmp_path / "m.collapsed.svd.q8.safetensors"
+    q8 = tmp_path / "m.collapsed.svd.q8row.safetensors"  # per-row scales: q8row
     res = runner.invoke(app, ["inspect", str(q8), "--json"])
     row = next(r for r in json.loads(res.stdout)["tables"] if r["name"] == "emb")
-    assert row["kind"].startswith("quantized(lowrank, 8b/row)")
+    assert row["layout"].startswith("quantized(lowrank, 8b/row)")
     assert [s.split("(")[0] for s in row["stages"]] == ["mlet", "collapse", "svd", "quantize"]
     res = runner.invoke(app, ["benchmark", str(q8), "--reference", str(collapsed), "--json", "--batch", "64", "--repeats", "2"])
     assert res.exit_code == 0, res.output
@@ -63,7 +63,7 @@ def test_convert_cli_round_trip(tmp_path):
     res = runner.invoke(app, ["convert", str(tmp_path / "m.pt"), "-o", str(tmp_path / "c.safetensors")])
     assert res.exit_code == 0, res.output
     ck = load_checkpoint(tmp_path / "c.safetensors")
-    assert ck.tables["emb"]["kind"] == "mlet"
+    assert ck.tables["emb"].kind == "mlet"
     res = runner.invoke(app, ["convert", str(tmp_path / "c.safetensors"), "-o", str(tmp_path / "back.pt")])
     assert res.exit_code == 0, res.output
     back = torch.load(tmp_path / "back.pt", weights_only=True)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlet_compress.errors import ConfigError
+from mlet_compress.errors import ConfigError, TargetingError
 from mlet_compress.layers.hashed import HashedEmbedding, HashedEmbeddingBag
 from mlet_compress.layers.lowrank import LowRankEmbedding, LowRankEmbeddingBag, to_low_rank
 from mlet_compress.layers.quantized import QuantizedEmbedding, QuantizedEmbeddingBag, to_quantized
@@ -101,7 +101,7 @@ def test_lowrank_of_hashed_table_hashes_indices():
 def test_lowrank_refusals():
     with pytest.raises(ConfigError, match="mode='max'"):
         LowRankEmbeddingBag.from_embedding(nn.EmbeddingBag(N, D, mode="max"), rank=2)
-    with pytest.raises(ConfigError, match="max_norm"):
+    with pytest.raises(TargetingError, match="max_norm"):
         LowRankEmbedding.from_embedding(nn.Embedding(N, D, max_norm=1.0), rank=2)
     with pytest.raises(ConfigError, match="EmbeddingBag"):
         LowRankEmbeddingBag.from_embedding(nn.Embedding(N, D), rank=2)
@@ -174,7 +174,7 @@ def test_quantized_low_rank_factor(bag):
     src = (nn.EmbeddingBag(N, D, mode="mean", padding_idx=1) if bag else nn.Embedding(N, D, padding_idx=1))
     lr = to_low_rank(src, rank=5)
     q = to_quantized(lr, bits=8, granularity="row")
-    assert q.rank == 5 and q.qweight.shape == (N, 5) and torch.equal(q.proj, lr.B.detach())
+    assert q.rank == 5 and q.qweight.shape == (N, 5) and torch.equal(q.B, lr.B.detach())
     w = q.dequantized_weight()
     idx, offsets, psw, idx2 = bag_inputs()
     if bag:
@@ -198,11 +198,11 @@ def test_quantized_state_dict_round_trip():
     idx, offsets, _, _ = bag_inputs()
     assert torch.equal(fresh(idx, offsets), q(idx, offsets))
     lrq = to_quantized(to_low_rank(nn.Embedding(N, D), rank=3), bits=8)
-    assert set(lrq.state_dict()) == {"qweight", "scale", "proj"}
+    assert set(lrq.state_dict()) == {"qweight", "scale", "B"}
 
 
 def test_quantized_refusals():
-    with pytest.raises(ConfigError, match="max_norm"):
+    with pytest.raises(TargetingError, match="max_norm"):
         QuantizedEmbedding.from_float(nn.Embedding(N, D, max_norm=2.0))
     with pytest.raises(ConfigError, match="Quantized"):
         QuantizedEmbedding.from_float(nn.EmbeddingBag(N, D))

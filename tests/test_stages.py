@@ -9,14 +9,14 @@ from safetensors.torch import save_file
 from torch import nn
 
 from mlet_compress import (
-    HashConfig, LowRankConfig, MLETConfig, QuantConfig, collapse, load_checkpoint, save_checkpoint, wrap,
+    HashConfig, LowRankConfig, MLETConfig, QuantConfig, collapse, collapse_checkpoint, compress_checkpoint,
+    load_checkpoint, save_checkpoint, wrap,
 )
 from mlet_compress.checkpoint import META_KEY
-from mlet_compress.ckpt_collapse import collapse_checkpoint
-from mlet_compress.ckpt_stages import quantize_checkpoint, svd_checkpoint
 from mlet_compress.errors import ConfigError, MLETError, TargetingError
 from mlet_compress.layers.hashed import HashedEmbedding, HashedEmbeddingBag
 from mlet_compress.lookup import dense_weight, load_lookup_modules, load_model_state, reconstruct
+from mlet_compress.schema import HashSpec
 from mlet_compress.stages import compress_
 
 
@@ -73,8 +73,8 @@ def test_mlet_plus_hashing_trains_collapses_and_inference_uses_modulus(tmp_path)
         torch.testing.assert_close(m(*probe), train_out, rtol=1e-5, atol=1e-5)
     out = collapse_checkpoint(factors)
     ck = load_checkpoint(out)
-    assert ck.tables["big"]["hash"] == {"num_buckets": 1500, "original_num_embeddings": 3000}
-    assert [s["stage"] for s in ck.tables["big"]["stages"]] == ["hash", "mlet", "collapse"]
+    assert ck.tables["big"].hash == HashSpec(num_buckets=1500, original_num_embeddings=3000)
+    assert [s.stage for s in ck.tables["big"].stages] == ["hash", "mlet", "collapse"]
     fresh = Net()
     load_model_state(fresh, ck)
     with torch.no_grad():
@@ -86,8 +86,9 @@ def test_module_chain_equals_checkpoint_chain_and_reconstruct(tmp_path):
     m = wrap(Net(), MLETConfig(inner_dim=16))
     src = save_checkpoint(m, tmp_path / "m.safetensors")
     collapsed = collapse_checkpoint(src)
-    svd, rep = svd_checkpoint(collapsed, rank=4, chunk_rows=500)
-    q8, qrep = quantize_checkpoint(svd, bits=8, chunk_rows=700)
+    rep = compress_checkpoint(collapsed, LowRankConfig(rank=4, chunk_rows=500))
+    qrep = compress_checkpoint(rep.output, QuantConfig(bits=8, chunk_rows=700))
+    q8 = qrep.output
     assert rep["big"]["rank"] == 4 and qrep["big"]["bits"] == 8
     collapse(m)
     compress_(m, LowRankConfig(rank=4))
@@ -101,7 +102,7 @@ def test_module_chain_equals_checkpoint_chain_and_reconstruct(tmp_path):
     bags = torch.randint(0, 2000, (10, 3))
     torch.testing.assert_close(mods["bag"](bags), F.embedding_bag(bags, rec["bag"], mode="mean"), rtol=1e-6, atol=1e-6)
     ck = load_checkpoint(q8)
-    assert [s["stage"] for s in ck.tables["big"]["stages"]] == ["mlet", "collapse", "svd", "quantize"]
+    assert [s.stage for s in ck.tables["big"].stages] == ["mlet", "collapse", "svd", "quantize"]
     fresh = Net()
     load_model_state(fresh, ck)
     with torch.no_grad():
@@ -112,9 +113,9 @@ def test_svd_on_uncollapsed_mlet_resolves_by_collapsing_first(tmp_path):
     torch.manual_seed(3)
     m = wrap(Net(), MLETConfig(inner_dim=16))
     src = save_checkpoint(m, tmp_path / "m.safetensors")
-    notes = []
-    out, rep = svd_checkpoint(src, energy=1.0, notify=notes.append)
-    assert rep["big"]["collapsed_first"] and any("collapsed" in n for n in notes)
+    rep = compress_checkpoint(src, LowRankConfig(energy=1.0))
+    out = rep.output
+    assert rep["big"]["collapsed_first"] and any("collapsed" in n for n in rep.notes)
     collapse(m)
     torch.testing.assert_close(reconstruct(out)["big"], m.big.weight.detach(), rtol=1e-4, atol=1e-5)
     with pytest.raises(TargetingError, match="collapse"):
@@ -128,9 +129,9 @@ def test_invalid_orders_refused(tmp_path):
         compress_(m, LowRankConfig(rank=2))
     src = save_checkpoint(m, tmp_path / "q.safetensors")
     with pytest.raises(TargetingError, match="already quantized"):
-        svd_checkpoint(src, rank=2, tables="big")
+        compress_checkpoint(src, LowRankConfig(rank=2), tables="big")
     with pytest.raises(TargetingError, match="already quantized"):
-        quantize_checkpoint(src, tables="big")
+        compress_checkpoint(src, QuantConfig(), tables="big")
 
 
 def _plain_ckpt(tmp_path, weight, name="t"):
@@ -150,7 +151,7 @@ def _plain_ckpt(tmp_path, weight, name="t"):
 def test_bad_quant_arguments(tmp_path, kwargs, match):
     src = _plain_ckpt(tmp_path, torch.randn(50, 4))
     with pytest.raises(ConfigError, match=match):
-        quantize_checkpoint(src, **kwargs)
+        compress_checkpoint(src, QuantConfig(**kwargs))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.safetensors"]
 
 
@@ -161,7 +162,7 @@ def test_bad_quant_arguments(tmp_path, kwargs, match):
 def test_bad_svd_arguments(tmp_path, kwargs, match):
     src = _plain_ckpt(tmp_path, torch.randn(50, 4))
     with pytest.raises(ConfigError, match=match):
-        svd_checkpoint(src, **kwargs)
+        compress_checkpoint(src, LowRankConfig(**kwargs))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.safetensors"]
 
 
@@ -173,7 +174,8 @@ def test_bad_svd_arguments(tmp_path, kwargs, match):
 ])
 def test_bad_tables(tmp_path, weight, match):
     src = _plain_ckpt(tmp_path, weight)
-    for fn in (lambda: quantize_checkpoint(src, tables="t"), lambda: svd_checkpoint(src, rank=1, tables="t")):
+    for fn in (lambda: compress_checkpoint(src, QuantConfig(), tables="t"),
+               lambda: compress_checkpoint(src, LowRankConfig(rank=1), tables="t")):
         with pytest.raises(MLETError, match=match):
             fn()
         assert sorted(p.name for p in tmp_path.iterdir()) == ["t.safetensors"]
@@ -181,8 +183,8 @@ def test_bad_tables(tmp_path, weight, match):
 
 def test_regex_matching_nothing(tmp_path):
     src = _plain_ckpt(tmp_path, torch.randn(10, 4))
-    with pytest.raises(TargetingError, match="matched no table"):
-        quantize_checkpoint(src, tables="nope")
+    with pytest.raises(TargetingError, match="no embedding table matched tables='nope'"):
+        compress_checkpoint(src, QuantConfig(), tables="nope")
     with pytest.raises(TargetingError, match="no embedding table matched"):
         compress_(Net(), QuantConfig(target_modules="nope"))
 

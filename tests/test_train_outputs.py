@@ -58,11 +58,11 @@ def test_saved_model_is_the_plain_architecture(run):
     res, out = run
     ckpt = load_checkpoint(out / "model.safetensors")
     assert ckpt.model_info["name"] == "deepfm"
-    assert {t["kind"] for t in ckpt.tables.values()} == {"plain"}
+    assert {t.kind for t in ckpt.tables.values()} == {"plain"}
     model = build_model(ckpt.model_info["name"], **ckpt.model_info["config"])
     model.load_state_dict(ckpt.tensors, strict=True)
     factors = load_checkpoint(out / "factors.safetensors")
-    assert {t["kind"] for t in factors.tables.values()} == {"mlet", "plain"}  # 1-dim linear tables stay plain
+    assert {t.kind for t in factors.tables.values()} == {"mlet", "plain"}  # 1-dim linear tables stay plain
     assert ckpt.extra["preprocessor"] == json.loads((out / "preprocessor.json").read_text())
 
 
@@ -120,8 +120,8 @@ def test_hashed_training_saves_a_hashed_checkpoint(tmp_path, splits):
         pytest.skip("mlet_compress.compress_ (hashing stage) not available yet")
     res = train(cfg(hash_ratio=0.5, hash_min_rows=100, max_steps_per_epoch=3), splits, out=tmp_path / "h")
     ckpt = load_checkpoint(tmp_path / "h" / "model.safetensors")
-    hashed = [t for t in ckpt.tables.values() if t.get("hash")]
-    assert hashed and all(t["num_embeddings"] < t["hash"]["original_num_embeddings"] for t in hashed)
+    hashed = [t for t in ckpt.tables.values() if t.hash]
+    assert hashed and all(t.num_embeddings < t.hash.original_num_embeddings for t in hashed)
     ev = evaluate_checkpoint(tmp_path / "h" / "model.safetensors", device="cpu")
     assert ev["test"]["auc"] == pytest.approx(res.metrics["test"]["auc"], abs=1e-6)
 

@@ -53,12 +53,12 @@ def test_targets_regex_list_exclude_and_inner_dims(toy):
 
 
 def test_wrap_errors(toy):
-    with pytest.raises(TargetingError, match=r"no embedding module matched.*user \(Embedding 60x8\)"):
+    with pytest.raises(TargetingError, match=r"no embedding table matched.*user \(plain 60x8\)"):
         wrap(toy, MLETConfig(target_modules="nothing"))
     wrap(toy, MLETConfig(inner_dim=8))
     with pytest.raises(TargetingError, match="already MLET-wrapped"):
         wrap(toy, MLETConfig(inner_dim=8))
-    with pytest.raises(TargetingError, match="no MLET modules"):
+    with pytest.raises(TargetingError, match="no MLET factors"):
         collapse(nn.Sequential(nn.Embedding(3, 2)))
     with pytest.raises(ConfigError):
         MLETConfig(inner_dim=0)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TargetingError
 from ..ops.bags import bag_offsets
 
 EMBEDDING_BAG_MODES = ("sum", "mean")
@@ -21,13 +21,6 @@ def check_mode(mode: str, where: str) -> None:
             f"{where}: mode={mode!r} is not supported; only 'sum' and 'mean' commute with the "
             "projection/factorisation (max pooling of projected rows != projection of max-pooled rows)"
         )
-
-
-def hash_indices(input: Tensor, num_buckets: Optional[int]) -> Tensor:
-    """Map indices into ``[0, num_buckets)`` with modulo hashing; identity when ``num_buckets`` is None."""
-    if num_buckets is None:
-        return input
-    return torch.remainder(input, num_buckets)
 
 
 def pooled_lookup(
@@ -66,6 +59,23 @@ def pooled_lookup(
         include_last_offset=include_last_offset,
         padding_idx=compact_pad,
     )
+
+
+def normalize_padding_idx(padding_idx: Optional[int], num_embeddings: int, where: str) -> Optional[int]:
+    """``nn.Embedding``'s rule: a negative padding_idx counts from the end; out of range is an error."""
+    if padding_idx is None:
+        return None
+    if not -num_embeddings <= padding_idx < num_embeddings:
+        raise ConfigError(f"{where}: padding_idx={padding_idx} is outside the table of {num_embeddings} rows")
+    return padding_idx + num_embeddings if padding_idx < 0 else padding_idx
+
+
+def refuse_max_norm(module: torch.nn.Module, where: str) -> None:
+    """Refuse tables whose lookups renormalise rows in place (``max_norm``): the factors cannot honour it."""
+    if getattr(module, "max_norm", None) is not None:
+        raise TargetingError(f"{where}: max_norm={module.max_norm} renormalises looked-up rows in place, which "
+                             "factorised or compressed tables cannot honour; build the embedding with max_norm=None "
+                             "or leave this module out (exclude_modules)")
 
 
 def module_options(module: torch.nn.Module) -> dict:

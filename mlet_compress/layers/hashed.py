@@ -11,7 +11,7 @@ from typing import Optional
 import torch  # noqa: F401  (used by the doctest examples)
 from torch import Tensor, nn
 
-from ._base import hash_indices
+from ..ops.hashing import hash_indices
 
 
 class HashedEmbedding(nn.Embedding):

@@ -18,23 +18,8 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..ops.svd import DEFAULT_CHUNK_ROWS, low_rank_factors
-from ._base import check_mode, hash_indices
-
-
-def normalize_padding_idx(padding_idx: Optional[int], num_embeddings: int, where: str) -> Optional[int]:
-    """``nn.Embedding``'s rule: a negative padding_idx counts from the end; out of range is an error."""
-    if padding_idx is None:
-        return None
-    if not -num_embeddings <= padding_idx < num_embeddings:
-        raise ConfigError(f"{where}: padding_idx={padding_idx} is outside the table of {num_embeddings} rows")
-    return padding_idx + num_embeddings if padding_idx < 0 else padding_idx
-
-
-def refuse_max_norm(module: nn.Module, where: str) -> None:
-    """Refuse tables whose lookups renormalise rows in place (``max_norm``): the factors cannot honour it."""
-    if getattr(module, "max_norm", None) is not None:
-        raise ConfigError(f"{where}: max_norm={module.max_norm} is not supported (lookups would renormalise "
-                          "stored rows in place); build the embedding with max_norm=None")
+from ..ops.hashing import hash_indices
+from ._base import check_mode, normalize_padding_idx, refuse_max_norm
 
 
 class _LowRankBase(nn.Module):

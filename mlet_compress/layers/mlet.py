@@ -8,22 +8,47 @@ rows are pooled first and projected once, which is exact for ``sum`` and ``mean`
 from __future__ import annotations
 
 import math
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._base import check_mode, hash_indices
+from ..errors import ConfigError
+from ..ops.hashing import hash_indices
+from ._base import check_mode
 
 TABLE_INITS = ("match", "normal", "xavier_uniform", "uniform")
 
 
+@dataclass(frozen=True)
+class ModuleOrigin:
+    """The plain table an MLET module replaced, so collapsing restores exactly that module.
+
+    Attributes:
+        cls: its class (``nn.Embedding``, ``nn.EmbeddingBag``, a subclass, or a hashed twin).
+        dtype: its weight dtype (the collapsed table's dtype).
+        options: its torch options (``module_options``: padding_idx, max_norm, sparse, mode, ...).
+        original_num_embeddings: the index space before hashing (hashed tables), else None.
+    """
+
+    cls: type
+    dtype: torch.dtype
+    options: dict[str, Any] = field(default_factory=dict)
+    original_num_embeddings: Optional[int] = None
+
+
 class _MLETMixin:
-    """Parameters and initialisation shared by :class:`MLETEmbedding` and :class:`MLETEmbeddingBag`."""
+    """Parameters and initialisation shared by :class:`MLETEmbedding` and :class:`MLETEmbeddingBag`.
+
+    ``origin`` is the :class:`ModuleOrigin` recorded by :func:`mlet_compress.wrap` (None for a module built
+    directly: it collapses to a plain ``nn.Embedding`` / ``nn.EmbeddingBag``).
+    """
 
     table: nn.Parameter
     proj: nn.Parameter
+    origin: Optional[ModuleOrigin] = None
 
     def _init_factors(
         self,
@@ -35,7 +60,7 @@ class _MLETMixin:
         device,
     ) -> None:
         if num_embeddings < 1 or embedding_dim < 1 or inner_dim < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"MLET needs positive sizes, got num_embeddings={num_embeddings}, "
                 f"embedding_dim={embedding_dim}, inner_dim={inner_dim}"
             )
@@ -64,7 +89,7 @@ class _MLETMixin:
             bound = math.sqrt(1.0 / self.num_embeddings)
             self.table.uniform_(-bound, bound)
         else:
-            raise ValueError(f"table_init={table_init!r} is not one of {TABLE_INITS}")
+            raise ConfigError(f"table_init={table_init!r} is not one of {TABLE_INITS}")
         self.proj.normal_(0.0, init_std)
         if self.padding_idx is not None:
             self.table[self.padding_idx].zero_()
@@ -78,7 +103,7 @@ class _MLETMixin:
         """
         d, k = self.embedding_dim, self.inner_dim
         if k < d:
-            raise ValueError(f"preserving a pretrained table needs inner_dim >= embedding_dim, got k={k} < d={d}")
+            raise ConfigError(f"preserving a pretrained table needs inner_dim >= embedding_dim, got k={k} < d={d}")
         g = torch.randn(k, d, generator=generator, dtype=torch.float64)
         q, _ = torch.linalg.qr(g)  # k×d, orthonormal columns
         s = init_std * math.sqrt(k)

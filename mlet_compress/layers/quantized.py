@@ -1,9 +1,9 @@
 """Quantized embedding tables that keep integer storage in memory and dequantize only looked-up rows.
 
 Buffers (state-dict keys): ``qweight`` (uint8, packed code rows, see :mod:`mlet_compress.ops.quant.packing`),
-``scale`` (float32, [] per table or [n] per row) and, optionally, ``proj`` (float32 r×d): then the
-quantized table is the A factor of a low-rank table and a lookup is ``deq(A[idx]) @ proj`` (bags pool the
-dequantized r-dim rows, then multiply once). Without ``proj`` a lookup equals ``F.embedding`` /
+``scale`` (float32, [] per table or [n] per row) and, optionally, ``B`` (float32 r×d): then the
+quantized table is the A factor of a low-rank table and a lookup is ``deq(A[idx]) @ B`` (bags pool the
+dequantized r-dim rows, then multiply once). Without ``B`` a lookup equals ``F.embedding`` /
 ``F.embedding_bag`` over :meth:`dequantized_weight` bit for bit. With ``num_buckets`` indices are hashed
 (``idx % num_buckets``) first. Built from float modules by ``from_float`` (grid-searched symmetric scale,
 :mod:`mlet_compress.ops.quant`), which also records ``l2_error`` / ``sqnr_db`` of the represented table.
@@ -22,10 +22,11 @@ from ..ops.fbgemm_ref import fbgemm_available, fbgemm_embedding_bag, pack_symmet
 from ..ops.bags import bag_offsets
 from ..ops.quant import (
     DEFAULT_CHUNK_ROWS, QuantizedTensor, check_bits, check_granularity, check_grid, dequantize, packed_cols,
-    quantize_tensor, sqnr_db, unpack_rows,
+    quantization_error, quantize_tensor, sqnr_db, unpack_rows,
 )
-from ._base import EMBEDDING_BAG_MODES, check_mode, hash_indices, pooled_lookup
-from .lowrank import LowRankEmbedding, LowRankEmbeddingBag, _LowRankBase, normalize_padding_idx, refuse_max_norm
+from ..ops.hashing import hash_indices
+from ._base import EMBEDDING_BAG_MODES, check_mode, normalize_padding_idx, pooled_lookup, refuse_max_norm
+from .lowrank import LowRankEmbedding, LowRankEmbeddingBag, _LowRankBase
 
 
 class _QuantizedBase(nn.Module):
@@ -54,8 +55,8 @@ class _QuantizedBase(nn.Module):
                                                     dtype=torch.uint8, device=device))
         shape = () if granularity == "table" else (num_embeddings,)
         self.register_buffer("scale", torch.ones(shape, dtype=torch.float32, device=device))
-        proj = None if rank is None else torch.zeros(rank, embedding_dim, dtype=torch.float32, device=device)
-        self.register_buffer("proj", proj)
+        B = None if rank is None else torch.zeros(rank, embedding_dim, dtype=torch.float32, device=device)
+        self.register_buffer("B", B)  # the r×d factor of a quantized low-rank table (its key stays <name>.B)
         # optional FBGEMM-layout copy of the codes (see use_fused_kernel); never saved
         self.register_buffer("_fused", None, persistent=False)
         self.register_load_state_dict_post_hook(_refresh_after_load)
@@ -105,12 +106,12 @@ class _QuantizedBase(nn.Module):
         return dequantize(codes, scale)
 
     def dequantized_weight(self) -> Tensor:
-        """The dense float32 n×d table the lookups equal (``deq(A) @ proj`` for a low-rank factor)."""
+        """The dense float32 n×d table the lookups equal (``deq(A) @ B`` for a low-rank factor)."""
         w = dequantize(unpack_rows(self.qweight, self.bits, self.code_dim), self.scale)
-        return w if self.proj is None else w @ self.proj
+        return w if self.B is None else w @ self.B
 
     def _project(self, rows: Tensor) -> Tensor:
-        return rows if self.proj is None else rows @ self.proj
+        return rows if self.B is None else rows @ self.B
 
     def extra_repr(self) -> str:  # noqa: D102
         s = f"{self.num_embeddings}, {self.embedding_dim}, bits={self.bits}, granularity={self.granularity!r}"
@@ -123,22 +124,22 @@ class _QuantizedBase(nn.Module):
         return s
 
     # ------------------------------------------------------------------ construction
-    def load_quantized(self, qt: QuantizedTensor, proj: Optional[Tensor] = None) -> "_QuantizedBase":
-        """Copy a :class:`QuantizedTensor` (and the projection of a low-rank factor) into the buffers."""
+    def load_quantized(self, qt: QuantizedTensor, B: Optional[Tensor] = None) -> "_QuantizedBase":
+        """Copy a :class:`QuantizedTensor` (and the r×d factor ``B`` of a low-rank table) into the buffers."""
         where = type(self).__name__
         fits = (qt.bits, qt.granularity, tuple(qt.shape)) == (self.bits, self.granularity, (self.num_embeddings, self.code_dim))
         if not fits:
             raise ConfigError(f"{where}: quantized table {qt.shape} bits={qt.bits} {qt.granularity!r} does not fit "
                               f"({self.num_embeddings}, {self.code_dim}) bits={self.bits} {self.granularity!r}")
-        if (proj is None) != (self.proj is None):
-            raise ConfigError(f"{where}: proj must be given exactly when the module was built with rank=")
+        if (B is None) != (self.B is None):
+            raise ConfigError(f"{where}: B must be given exactly when the module was built with rank=")
         with torch.no_grad():
             self.qweight.copy_(qt.packed)
             self.scale.copy_(qt.scale)
-            if proj is not None:
-                if tuple(proj.shape) != tuple(self.proj.shape):
-                    raise ConfigError(f"{where}: proj has shape {tuple(proj.shape)}, expected {tuple(self.proj.shape)}")
-                self.proj.copy_(proj)
+            if B is not None:
+                if tuple(B.shape) != tuple(self.B.shape):
+                    raise ConfigError(f"{where}: B has shape {tuple(B.shape)}, expected {tuple(self.B.shape)}")
+                self.B.copy_(B)
         self._refresh_fused()
         return self
 
@@ -153,23 +154,17 @@ class _QuantizedBase(nn.Module):
         refuse_max_norm(module, where)
         table = (module.A if lowrank else module.weight).detach()
         qt = quantize_tensor(table, bits=bits, grid=grid, granularity=granularity, chunk_rows=chunk_rows, name=where)
-        proj = module.B.detach().to(torch.float32) if lowrank else None
+        B = module.B.detach().to(torch.float32) if lowrank else None
         opts = dict(bits=bits, granularity=granularity, rank=module.rank if lowrank else None,
                     padding_idx=module.padding_idx, num_buckets=getattr(module, "num_buckets", None),
                     original_num_embeddings=getattr(module, "original_num_embeddings", None), device=table.device)
         if bag:
             opts.update(mode=module.mode, include_last_offset=module.include_last_offset)
-        new = cls(table.shape[0], module.embedding_dim, **opts).load_quantized(qt, proj)
-        if proj is None:
+        new = cls(table.shape[0], module.embedding_dim, **opts).load_quantized(qt, B)
+        if B is None:
             new.l2_error, new.sqnr_db = qt.l2_error, qt.sqnr_db
         else:  # error of the represented table A@B, not just of the factor
-            err = sig = 0.0
-            for start in range(0, table.shape[0], chunk_rows):
-                idx = torch.arange(start, min(start + chunk_rows, table.shape[0]), device=table.device)
-                a = table[start:start + chunk_rows].to(torch.float64)
-                b = proj.to(torch.float64)
-                err += float((((a - new.dequantize_rows(idx).to(torch.float64)) @ b) ** 2).sum())
-                sig += float(((a @ b) ** 2).sum())
+            err, sig = quantization_error(table, qt.scale, bits, B=B, chunk_rows=chunk_rows, name=where)
             new.l2_error, new.sqnr_db = err**0.5, sqnr_db(sig, err)
         return new
 
@@ -195,7 +190,7 @@ class QuantizedEmbedding(_QuantizedBase):
     Args:
         num_embeddings, embedding_dim: shape n×d of the represented table.
         bits: 2..8. granularity: "table" or "row".
-        rank: when set, the stored codes are an n×rank factor and ``proj`` (rank×d) maps them to d dims.
+        rank: when set, the stored codes are an n×rank factor and ``B`` (rank×d) maps them to d dims.
         padding_idx, num_buckets: as in ``nn.Embedding`` / ``HashedEmbedding``.
 
     Example:
@@ -217,7 +212,7 @@ class QuantizedEmbedding(_QuantizedBase):
     @classmethod
     def from_float(cls, module: nn.Module, bits: int = 8, grid: int = 100, granularity: str = "table",
                    chunk_rows: int = DEFAULT_CHUNK_ROWS) -> "QuantizedEmbedding":
-        """Quantize an ``nn.Embedding``/``HashedEmbedding`` (its weight) or a ``LowRankEmbedding`` (its A; B → proj).
+        """Quantize an ``nn.Embedding``/``HashedEmbedding`` (its weight) or a ``LowRankEmbedding`` (its A; its B is kept).
 
         Raises:
             ConfigError: wrong module type, ``max_norm`` set, bad bits/grid/granularity.
@@ -230,7 +225,7 @@ class QuantizedEmbeddingBag(_QuantizedBase):
     """``nn.EmbeddingBag`` look-alike over packed integer rows; only looked-up rows are dequantized.
 
     Args:
-        mode: "sum", "mean" or ("max" only without ``proj``). include_last_offset: as in ``nn.EmbeddingBag``.
+        mode: "sum", "mean" or ("max" only without ``B``). include_last_offset: as in ``nn.EmbeddingBag``.
         Other args as :class:`QuantizedEmbedding`.
 
     Example:
@@ -285,7 +280,7 @@ class QuantizedEmbeddingBag(_QuantizedBase):
     @classmethod
     def from_float(cls, module: nn.Module, bits: int = 8, grid: int = 100, granularity: str = "table",
                    chunk_rows: int = DEFAULT_CHUNK_ROWS) -> "QuantizedEmbeddingBag":
-        """Quantize an ``nn.EmbeddingBag``/``HashedEmbeddingBag`` or a ``LowRankEmbeddingBag`` (A; B → proj)."""
+        """Quantize an ``nn.EmbeddingBag``/``HashedEmbeddingBag`` or a ``LowRankEmbeddingBag`` (A; B is kept)."""
         return cls._build(module, bits, grid, granularity, chunk_rows, bag=True)
 
 

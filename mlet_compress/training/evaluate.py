@@ -116,9 +116,7 @@ def evaluate_checkpoint(
     m = evaluate(tensors.labels.numpy().astype(np.float64), probs, log_freq=log_freq)
     kinds: dict[str, int] = {}
     for ent in ckpt.tables.values():
-        kind = ent.get("kind", "?")
-        if ent.get("hash"):
-            kind += "+hashed"
+        kind = ent.kind + ("+hashed" if ent.hash else "")
         kinds[kind] = kinds.get(kind, 0) + 1
     return {
         "checkpoint": str(path),

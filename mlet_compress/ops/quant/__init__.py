@@ -19,7 +19,10 @@ from .core import (
     check_grid, dequantize, qmax, quant_error, quantize, search_scale_exhaustive, sqnr_db,
 )
 from .packing import container_bits, pack_rows, packed_cols, unpack_rows
-from .table import DEFAULT_CHUNK_ROWS, QuantizedChunk, QuantizedTensor, iter_quantized_rows, quantize_tensor, search_scale
+from .table import (
+    DEFAULT_CHUNK_ROWS, QuantizedChunk, QuantizedTensor, iter_quantized_rows, quantization_error, quantize_tensor,
+    search_scale,
+)
 
 __all__ = [
     "GRANULARITIES", "MIN_BITS", "MAX_BITS", "TINY_SCALE", "DEFAULT_CHUNK_ROWS",
@@ -27,4 +30,5 @@ __all__ = [
     "quantize", "dequantize", "quant_error", "sqnr_db", "search_scale_exhaustive",
     "container_bits", "packed_cols", "pack_rows", "unpack_rows",
     "QuantizedTensor", "QuantizedChunk", "search_scale", "iter_quantized_rows", "quantize_tensor",
+    "quantization_error",
 ]

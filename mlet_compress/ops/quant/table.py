@@ -164,4 +164,37 @@ def quantize_tensor(table: TableLike, *, bits: int = 8, grid: int = 100, granula
                            signal_sq=sum(c.signal_sq for c in chunks))
 
 
-__all__ = ["DEFAULT_CHUNK_ROWS", "QuantizedTensor", "QuantizedChunk", "search_scale", "iter_quantized_rows", "quantize_tensor"]
+def quantization_error(table: TableLike, scale: Tensor, bits: int, *, B: Optional[Tensor] = None,
+                       num_rows: Optional[int] = None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                       name: str = "table") -> tuple[float, float]:
+    """``(‖W − Ŵ‖², ‖W‖²)`` (float64 sums) of the table a quantized factor represents.
+
+    Without ``B`` the table is the quantized one itself; with ``B`` (r×d) it is ``A @ B`` for the quantized
+    n×r factor A, so the error is that of ``(A − Â) @ B``, what lookups of the low-rank table see.
+
+    Example:
+        >>> w = torch.tensor([[1.0, 0.3]])
+        >>> err, sig = quantization_error(w, torch.tensor(0.5), 8)
+        >>> round(err, 6), round(sig, 6)
+        (0.04, 1.09)
+    """
+    if B is None:
+        chunks = iter_quantized_rows(table, scale, bits, num_rows=num_rows, chunk_rows=chunk_rows, name=name)
+        err = sig = 0.0
+        for ch in chunks:
+            err, sig = err + ch.error_sq, sig + ch.signal_sq
+        return err, sig
+    read, n = as_row_reader(table, num_rows, name=name)
+    b64 = B.detach().to(torch.float64)
+    err = sig = 0.0
+    for start, stop, rows in iter_chunks(read, n, chunk_rows, name=name):
+        s = scale if scale.dim() == 0 else scale[start:stop]
+        a = rows.to(torch.float64)
+        deq = dequantize(quantize(rows, s, bits), s).to(torch.float64)
+        err += float((((a - deq) @ b64) ** 2).sum())
+        sig += float(((a @ b64) ** 2).sum())
+    return err, sig
+
+
+__all__ = ["DEFAULT_CHUNK_ROWS", "QuantizedTensor", "QuantizedChunk", "search_scale", "iter_quantized_rows",
+           "quantize_tensor", "quantization_error"]
