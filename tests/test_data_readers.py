@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlet_compress.data.libfm import read_libfm
-from mlet_compress.data.movielens import GENRES, read_movielens
+from mlet_compress.data.readers_libfm import read_libfm
+from mlet_compress.data.readers_movielens import GENRES, read_movielens
 from mlet_compress.data.readers_avazu import hour_features, read_avazu
 from mlet_compress.data.readers_criteo import read_criteo
 from mlet_compress.data.readers_csv import read_csv_table

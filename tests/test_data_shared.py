@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mlet_compress.data import load_dataset
-from mlet_compress.data.movielens import read_movielens
+from mlet_compress.data.readers_movielens import read_movielens
 from mlet_compress.data.readers_avazu import read_avazu
 from mlet_compress.data.readers_criteo import read_criteo
 

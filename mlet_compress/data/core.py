@@ -14,8 +14,8 @@ from typing import Callable
 
 from ..errors import ConfigError, DataError
 from .cache import cache_key, cache_path, default_cache_dir, file_sha256, load_splits, save_splits
-from .libfm import read_libfm
-from .movielens import movielens_files, read_movielens
+from .readers_libfm import read_libfm
+from .readers_movielens import movielens_files, read_movielens
 from .readers_avazu import read_avazu
 from .readers_criteo import read_criteo
 from .readers_csv import read_csv_table
