@@ -5,10 +5,13 @@ found that raising only the embedding tables' learning rate recovers much of MLE
 ``emb_lr_mults`` the comparison also trains single-layer models with those embedding-lr multipliers
 and reports MLET against the *best of them on validation*, beside the paper's fixed-lr baseline.
 
-Example:
-    >>> from mlet_compress.train import TrainConfig, compare
-    >>> res = compare(TrainConfig(model="dlrm", dim=16, mlet_k=64), emb_lr_mults=[1, 4, 10])
-    >>> [row["variant"] for row in res.rows]  # doctest: +SKIP
+Example (``compare`` trains four models on the synthetic default, so only the variant list is run here):
+    >>> from mlet_compress.train import TrainConfig, compare, compare_variants
+    >>> cfg = TrainConfig(model="dlrm", dim=16, mlet_k=64)
+    >>> [(c.variant, role) for c, role in compare_variants(cfg, emb_lr_mults=[1, 4, 10])]
+    [('single d=16', 'baseline'), ('single d=16 emb-lr×4', 'tuned'), ('single d=16 emb-lr×10', 'tuned'), ('MLET k=64 d=16', 'mlet')]
+    >>> res = compare(cfg, emb_lr_mults=[1, 4, 10])          # doctest: +SKIP
+    >>> [row["variant"] for row in res.rows]                # doctest: +SKIP
     ['single d=16', 'single d=16 emb-lr×4', 'single d=16 emb-lr×10', 'MLET k=64 d=16']
 """
 
