@@ -7,7 +7,7 @@ categoricals, Zipf-distributed 8-hex-digit categories) of ``--rows`` rows in a t
 * ``bare``: ``pyarrow.csv.read_csv(path, delimiter='\\t', autogenerate_column_names=True)`` (type inference);
 * ``reader``: ``mlet_compress.data.readers_criteo.read_criteo`` (typed parse, label check,
   dictionary-encoded categoricals, dense matrix);
-* ``load``: ``load_dataset(path, "criteo", cache_dir=False)`` (reader + split + vocabularies + transform).
+* ``load``: ``load_dataset(DataSpec(path=path, format="criteo", cache_dir=False))`` (reader + split + vocabularies + transform).
 
 Usage: ``python benchmarks/bench_parse.py [--rows 1000000] [--repeats 3] [--file F | --shared]``
 """
@@ -71,7 +71,7 @@ def main() -> None:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    from mlet_compress.data import load_dataset
+    from mlet_compress.data import DataSpec, load_dataset
     from mlet_compress.data.readers_criteo import read_criteo
 
     tmp = tempfile.TemporaryDirectory()
@@ -94,7 +94,7 @@ def main() -> None:
     results = _median_times({
         "bare pyarrow.csv.read_csv": bare,
         "read_criteo": lambda: read_criteo(path),
-        "load_dataset (no cache)": lambda: load_dataset(path, "criteo", cache_dir=False),
+        "load_dataset (no cache)": lambda: load_dataset(DataSpec(path=path, format="criteo", cache_dir=False)),
     }, args.repeats)
     print(f"file: {path.name}, {rows:,} rows, {size_mb:.0f} MiB, pyarrow {pa.__version__}, "
           f"cpus {os.cpu_count()}, median of {args.repeats}")

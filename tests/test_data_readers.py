@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlet_compress.data.readers_libfm import read_libfm
-from mlet_compress.data.readers_movielens import GENRES, read_movielens
 from mlet_compress.data.readers_avazu import hour_features, read_avazu
 from mlet_compress.data.readers_criteo import read_criteo
 from mlet_compress.data.readers_csv import read_csv_table
+from mlet_compress.data.readers_libfm import read_libfm
+from mlet_compress.data.readers_movielens import GENRES, read_movielens
 from conftest import criteo_rows, write_lines
 from mlet_compress.errors import ConfigError, DataError
 

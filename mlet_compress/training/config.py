@@ -1,7 +1,9 @@
-"""Training settings: :class:`DataSpec` (what to read) and :class:`TrainConfig` (how to train).
+"""Training settings: :class:`TrainConfig` (how to train), holding a :class:`DataSpec` (what to read).
 
-Both are dataclasses validated on construction that round-trip through JSON (``to_dict`` /
-``from_dict``), so a run directory's ``config.json`` rebuilds the exact run (``--resume``, ``eval``).
+``DataSpec`` lives in :mod:`mlet_compress.data.spec` (the data package does not depend on training) and
+is re-exported here. Both are dataclasses validated on construction that round-trip through JSON
+(``to_dict`` / ``from_dict``), so a run directory's ``config.json`` rebuilds the exact run
+(``--resume``, ``eval``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from ..data.spec import DataSpec
 from ..errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adagrad")
@@ -22,53 +25,6 @@ def _from_dict(cls, d: dict[str, Any]):
     if unknown:
         raise ConfigError(f"{cls.__name__}: unknown option(s) {sorted(unknown)}; valid: {sorted(names)}")
     return cls(**d)
-
-
-@dataclass
-class DataSpec:
-    """Where the data comes from and how it is preprocessed and split (stored with every run).
-
-    Attributes:
-        path: data file or folder; ``None`` with ``format="synthetic"`` = the embedded generator.
-        format: ``synthetic``, ``criteo``, ``avazu``, ``movielens``, ``libfm`` or ``csv`` (validated by the
-            data loader).
-        label / categorical / numeric: column choices of the generic csv/parquet reader.
-        val_data / test_data: pre-split files of the same format (no split drawn from ``path``).
-        min_freq: categories seen fewer times in training map to the field's out-of-vocabulary id.
-        seed: the split (and synthetic generator) seed; independent of the training seed so that
-            several training seeds see the same split.
-        skip_bad_rows: skip and count malformed rows instead of failing.
-        cache_dir: where parsed arrays are cached (``None`` = the reader's default).
-        synthetic: keyword arguments of ``SyntheticConfig`` (``None`` = the training default).
-    """
-
-    path: Optional[str] = None
-    format: str = "synthetic"
-    label: Optional[str] = None
-    categorical: Optional[list[str]] = None
-    numeric: Optional[list[str]] = None
-    val_data: Optional[str] = None
-    test_data: Optional[str] = None
-    min_freq: int = 1
-    seed: int = 0
-    skip_bad_rows: bool = False
-    cache_dir: Optional[str] = None
-    synthetic: Optional[dict[str, Any]] = None
-
-    def __post_init__(self) -> None:
-        if self.format != "synthetic" and not self.path:
-            raise ConfigError(f"data format {self.format!r} needs a data path (--data PATH)")
-        if self.min_freq < 1:
-            raise ConfigError(f"min_freq must be >= 1, got {self.min_freq}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable fields (inverse of :meth:`from_dict`)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DataSpec":
-        """Rebuild from :meth:`to_dict` output; unknown keys raise :class:`ConfigError`."""
-        return _from_dict(cls, d)
 
 
 @dataclass

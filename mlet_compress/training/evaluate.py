@@ -14,9 +14,9 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from ..data import DataSpec, load_eval_split
 from ..errors import CheckpointError
 from . import outputs as out_files
-from .config import DataSpec
 from .ddp import DistInfo, resolve_device
 from .loop import TensorData, predict
 
@@ -44,18 +44,6 @@ def _run_meta(path: Path, ckpt: Any) -> tuple[dict, dict, dict, dict]:
         )
     info = extra.get("data_info") or run_cfg.get("data_info") or {}
     return minfo, spec, info, pre
-
-
-def load_eval_data(spec: DataSpec, info: dict, preprocessor: dict):
-    """The training run's test split re-read from the raw data with the saved vocabularies (``TabularData``)."""
-    from ..data import SyntheticConfig, load_eval_split
-
-    synthetic = SyntheticConfig.from_dict(spec.synthetic) if spec.format == "synthetic" and spec.synthetic else None
-    return load_eval_split(
-        spec.path, spec.format, preprocessor, info, test_data=spec.test_data, label=spec.label,
-        categorical=spec.categorical, numeric=spec.numeric, val_data=spec.val_data, min_freq=spec.min_freq,
-        seed=spec.seed, skip_bad_rows=spec.skip_bad_rows, cache_dir=spec.cache_dir, synthetic=synthetic,
-    )
 
 
 def evaluate_checkpoint(
@@ -105,7 +93,7 @@ def evaluate_checkpoint(
     if test_data is not None:
         spec_d["test_data"] = str(test_data)
     spec = DataSpec.from_dict(spec_d)
-    test = load_eval_data(spec, info, pre)
+    test = load_eval_split(spec, pre, info)
     model = build_model(minfo["name"], **minfo["config"])
     load_model_state(model, ckpt)
     dev = resolve_device(device, DistInfo())
@@ -131,4 +119,4 @@ def evaluate_checkpoint(
     }
 
 
-__all__ = ["evaluate_checkpoint", "load_eval_data"]
+__all__ = ["evaluate_checkpoint"]

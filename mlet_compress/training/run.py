@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data import DataSplits, load_dataset
 from ..errors import ConfigError
 from . import outputs as out_files
 from .config import DataSpec, TrainConfig
@@ -55,22 +56,20 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def load_data(spec: DataSpec, progress: Optional[Callable[..., Any]] = None):
-    """Load and split the data described by ``spec`` (``mlet_compress.data.load_dataset``).
+def load_data(spec: DataSpec, progress: Optional[Callable[[str], None]] = None) -> DataSplits:
+    """Load and split the data described by ``spec`` (:func:`mlet_compress.data.load_dataset`).
+
+    Args:
+        spec: the :class:`DataSpec`.
+        progress: callback receiving one-line status messages.
 
     Returns:
         A ``DataSplits``.
-    """
-    from ..data import SyntheticConfig, load_dataset
 
-    synthetic = None
-    if spec.format == "synthetic":
-        synthetic = SyntheticConfig.from_dict(spec.synthetic) if spec.synthetic else None
-    return load_dataset(
-        spec.path, format=spec.format, label=spec.label, categorical=spec.categorical, numeric=spec.numeric,
-        val_data=spec.val_data, test_data=spec.test_data, min_freq=spec.min_freq, seed=spec.seed,
-        skip_bad_rows=spec.skip_bad_rows, cache_dir=spec.cache_dir, synthetic=synthetic, progress=progress,
-    )
+    Raises:
+        ConfigError / DataError: from ``load_dataset``.
+    """
+    return load_dataset(spec, progress=progress)
 
 
 def _sparse_grads(cfg: TrainConfig, info: DistInfo, device: torch.device) -> bool:
@@ -144,6 +143,8 @@ def checkpoint_extra(cfg: TrainConfig, splits: Any, pre_dict: dict) -> dict[str,
 
 
 def _check_resume(saved: dict, cfg: TrainConfig) -> None:
+    """Raise ConfigError when a :data:`RESUME_KEYS` field of ``cfg`` differs from the saved run's config."""
+    saved = TrainConfig.from_dict(saved).to_dict()  # an older config.json: current field names and defaults
     now = cfg.to_dict()
     diff = [k for k in RESUME_KEYS if json.dumps(saved.get(k), sort_keys=True) != json.dumps(now.get(k), sort_keys=True)]
     if diff:
