@@ -204,7 +204,7 @@ def train_cmd(
         if rows is not None and data is not None:
             raise ConfigError("--rows sizes the synthetic default; drop it when passing --data")
         cfg = TrainConfig(
-            model=model.lower(), dim=dim, mlet_k=mlet_k, init_std=init_std, hash_ratio=hash_ratio,
+            model=model.lower(), dim=dim, inner_dim=mlet_k, init_std=init_std, hash_ratio=hash_ratio,
             optimizer=optimizer.lower() if optimizer else None, lr=lr, emb_lr_mult=emb_lr_mult, batch_size=batch_size,
             epochs=epochs or 1, patience=patience if patience is not None else 2, select=select, seed=seed,
             keep_factors=keep_factors, max_steps_per_epoch=max_steps, device=device, data=spec,

@@ -21,7 +21,7 @@ TINY = {"num_rows": 3000, "num_fields": 4, "min_vocab": 10, "max_vocab": 300, "n
 
 def _cfg(k: int) -> TrainConfig:
     # global batch 64 = 2 ranks x 32; SGD with sparse table gradients (gloo all-reduces them sparse)
-    return TrainConfig(model="dlrm", dim=4, mlet_k=k, batch_size=64, max_steps_per_epoch=6, epochs=1,
+    return TrainConfig(model="dlrm", dim=4, inner_dim=k, batch_size=64, max_steps_per_epoch=6, epochs=1,
                        device="cpu", data=DataSpec(format="synthetic", synthetic=TINY),
                        model_kwargs={"bottom_mlp": [8], "top_mlp": [16]})
 

@@ -27,7 +27,7 @@ def tiny_splits():
 
 
 def tiny_cfg(**kw) -> TrainConfig:
-    base = dict(dim=4, mlet_k=8, batch_size=64, save_state=False, device="cpu",
+    base = dict(dim=4, inner_dim=8, batch_size=64, save_state=False, device="cpu",
                 data=DataSpec(format="synthetic", synthetic=TINY))
     base.update(kw)
     return TrainConfig(**base)
@@ -44,7 +44,7 @@ def test_config_defaults_follow_the_paper():
     assert (explicit.optimizer, explicit.lr, explicit.init_std) == ("adagrad", 0.05, 0.1)
 
 
-@pytest.mark.parametrize("bad", [dict(dim=0), dict(mlet_k=-1), dict(optimizer="adam"), dict(lr=0.0),
+@pytest.mark.parametrize("bad", [dict(dim=0), dict(inner_dim=-1), dict(optimizer="adam"), dict(lr=0.0),
                                  dict(emb_lr_mult=0), dict(select="acc"), dict(epochs=0), dict(patience=0),
                                  dict(hash_ratio=1.5), dict(batch_size=0)])
 def test_config_rejects_bad_values(bad):
@@ -140,7 +140,7 @@ def test_shard_indices_cover_every_row_once_per_rank_set():
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_model_trains_with_and_without_mlet(tiny_splits, name, k):
     torch.manual_seed(0)
-    res = train(tiny_cfg(model=name, mlet_k=k, max_steps_per_epoch=4, log_every=1), tiny_splits)
+    res = train(tiny_cfg(model=name, inner_dim=k, max_steps_per_epoch=4, log_every=1), tiny_splits)
     m = res.metrics
     assert m["history"][0]["steps"] == 4 and math.isfinite(m["history"][0]["train_loss"])
     assert 0.0 <= m["test"]["auc"] <= 1.0 and math.isfinite(m["test"]["logloss"])
@@ -186,7 +186,7 @@ def test_training_learns_on_synthetic_data(k):
     """250 steps on the synthetic generator (Bayes-optimal AUC 0.85) reach a clearly learned AUC."""
     spec = DataSpec(format="synthetic", synthetic={"num_rows": 40000, "num_fields": 6, "min_vocab": 5,
                                                    "max_vocab": 500, "target_auc": 0.85, "num_dense": 2})
-    cfg = TrainConfig(model="deepfm", dim=8, mlet_k=k, batch_size=128, max_steps_per_epoch=250, save_state=False,
+    cfg = TrainConfig(model="deepfm", dim=8, inner_dim=k, batch_size=128, max_steps_per_epoch=250, save_state=False,
                       device="cpu", data=spec)
     res = train(cfg)
     assert res.metrics["test"]["auc"] > 0.7
@@ -206,7 +206,7 @@ def test_same_seed_same_metrics_different_seed_different(tiny_splits):
 
 def test_emb_lr_mult_scales_only_the_embedding_step(tiny_splits):
     """First SGD step: tables move emb_lr_mult times further, every other parameter moves identically."""
-    base = tiny_cfg(model="dlrm", mlet_k=0, max_steps_per_epoch=1, optimizer="sgd")
+    base = tiny_cfg(model="dlrm", inner_dim=0, max_steps_per_epoch=1, optimizer="sgd")
     torch.manual_seed(base.seed)
     init = build_training_model(base.resolved(), tiny_splits, True).state_dict()
     a = train(base, tiny_splits).model.state_dict()

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from mlet_compress import load_checkpoint
+from mlet_compress import load_checkpoint, save_checkpoint
 from mlet_compress.errors import ConfigError
 from mlet_compress.models import build_model
 from mlet_compress.train import DataSpec, TrainConfig, compare, evaluate_checkpoint, load_data, train
@@ -23,7 +23,7 @@ def splits():
 
 
 def cfg(**kw) -> TrainConfig:
-    base = dict(model="deepfm", dim=4, mlet_k=8, batch_size=64, device="cpu", data=SPEC, max_steps_per_epoch=8)
+    base = dict(model="deepfm", dim=4, inner_dim=8, batch_size=64, device="cpu", data=SPEC, max_steps_per_epoch=8)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -100,8 +100,41 @@ def test_resume_continues_to_the_same_result(tmp_path, splits):
         train(cfg(epochs=3, dim=8), splits, out=part, resume=True)
 
 
+def _as_0_1_0(train_config: dict) -> dict:
+    """A 0.1.0 ``train_config``: MLET's k under ``mlet_k``, and a data spec without ``numeric_transform``."""
+    old = {("mlet_k" if k == "inner_dim" else k): v for k, v in train_config.items()}
+    old["data"] = {k: v for k, v in old["data"].items() if k != "numeric_transform"}
+    return old
+
+
+def test_a_0_1_0_run_directory_still_resumes_and_evaluates(tmp_path, splits):
+    """config.json / state.pt written by 0.1.0 (key ``mlet_k``) resume to the same result and evaluate."""
+    full = train(cfg(epochs=2, patience=None), splits, out=tmp_path / "full")
+    old = tmp_path / "old"
+    one = train(cfg(epochs=1, patience=None), splits, out=old)
+    run_cfg = json.loads((old / "config.json").read_text())
+    run_cfg["train_config"] = _as_0_1_0(run_cfg["train_config"])
+    (old / "config.json").write_text(json.dumps(run_cfg))
+    state = torch.load(old / "state.pt", weights_only=True)
+    state["config"] = json.dumps(_as_0_1_0(json.loads(state["config"])))
+    torch.save(state, old / "state.pt")
+    assert TrainConfig.from_dict(run_cfg["train_config"]) == one.config
+    # a checkpoint without embedded run metadata: eval reads the 0.1.0 config.json beside it
+    ckpt = load_checkpoint(old / "model.safetensors")
+    model = build_model(ckpt.model_info["name"], **ckpt.model_info["config"])
+    model.load_state_dict(ckpt.tensors, strict=True)
+    save_checkpoint(model, old / "bare.safetensors", model_info=ckpt.model_info)
+    assert evaluate_checkpoint(old / "bare.safetensors", device="cpu")["test"] == pytest.approx(one.metrics["test"])
+    saved = TrainConfig.from_dict(json.loads((old / "config.json").read_text())["train_config"])
+    resumed = train(dataclasses.replace(saved, epochs=2), out=old, resume=True)
+    assert resumed.config.inner_dim == 8 and resumed.metrics["inner_dim"] == 8
+    assert resumed.metrics["epochs_run"] == 2 and resumed.metrics["test"] == full.metrics["test"]
+    with pytest.raises(ConfigError, match="both 'mlet_k'"):
+        TrainConfig.from_dict({**one.config.to_dict(), "mlet_k": 8})
+
+
 def test_compare_with_tuned_baselines(tmp_path, splits):
-    res = compare(cfg(model="dlrm", mlet_k=8, max_steps_per_epoch=5), splits, emb_lr_mults=[1, 4], out=tmp_path / "cmp")
+    res = compare(cfg(model="dlrm", inner_dim=8, max_steps_per_epoch=5), splits, emb_lr_mults=[1, 4], out=tmp_path / "cmp")
     assert [r["variant"] for r in res.rows] == ["single d=4", "single d=4 emb-lr×4", "MLET k=8 d=4"]
     assert [r["role"] for r in res.rows] == ["baseline", "tuned", "mlet"]
     base, _, mlet = res.rows

@@ -34,7 +34,8 @@ class TrainConfig:
     Attributes:
         model: one of ``mlet_compress.models.MODELS`` (``dlrm``, ``wdl``, ``deepfm``, ...).
         dim: embedding dimension d at inference.
-        mlet_k: MLET inner dimension k; 0 trains plain single-layer tables.
+        inner_dim: MLET inner dimension k (``MLETConfig.inner_dim``; the CLI's ``--mlet-k``); 0 trains plain
+            single-layer tables. ``from_dict`` also reads the 0.1.0 name ``mlet_k``.
         init_std: std of MLET's Gaussian projection (paper: 0.25 DLRM, 0.5 others).
         hash_ratio: hash tables of >= ``hash_min_rows`` rows to this fraction of their rows (training-time).
         hash_min_rows: smallest table that is hashed.
@@ -59,14 +60,14 @@ class TrainConfig:
         data: the :class:`DataSpec` of the run.
 
     Example:
-        >>> cfg = TrainConfig(model="dlrm", dim=8, mlet_k=64).resolved()
+        >>> cfg = TrainConfig(model="dlrm", dim=8, inner_dim=64).resolved()
         >>> cfg.optimizer, cfg.lr
         ('sgd', 0.2)
     """
 
     model: str = "dlrm"
     dim: int = 16
-    mlet_k: int = 64
+    inner_dim: int = 64
     init_std: Optional[float] = None
     hash_ratio: Optional[float] = None
     hash_min_rows: int = 1000
@@ -94,8 +95,8 @@ class TrainConfig:
             self.data = DataSpec.from_dict(self.data)
         checks = [
             (isinstance(self.dim, int) and self.dim >= 1, f"dim must be a positive integer, got {self.dim!r}"),
-            (isinstance(self.mlet_k, int) and self.mlet_k >= 0,
-             f"mlet_k must be >= 0 (0 = single-layer), got {self.mlet_k!r}"),
+            (isinstance(self.inner_dim, int) and self.inner_dim >= 0,
+             f"inner_dim (MLET k) must be an integer >= 0 (0 = single-layer), got {self.inner_dim!r}"),
             (self.init_std is None or self.init_std > 0, f"init_std must be > 0, got {self.init_std}"),
             (self.hash_ratio is None or 0.0 < self.hash_ratio < 1.0,
              f"hash_ratio must be in (0, 1), got {self.hash_ratio}"),
@@ -120,13 +121,13 @@ class TrainConfig:
 
     @property
     def is_mlet(self) -> bool:
-        """True when the embedding tables are trained as MLET factors (``mlet_k > 0``)."""
-        return self.mlet_k > 0
+        """True when the embedding tables are trained as MLET factors (``inner_dim > 0``)."""
+        return self.inner_dim > 0
 
     @property
     def variant(self) -> str:
         """A short label: ``single d=16`` or ``MLET k=64 d=16`` (plus the lr multiplier when not 1)."""
-        base = f"MLET k={self.mlet_k} d={self.dim}" if self.is_mlet else f"single d={self.dim}"
+        base = f"MLET k={self.inner_dim} d={self.dim}" if self.is_mlet else f"single d={self.dim}"
         if self.emb_lr_mult != 1.0:
             base += f" emb-lr×{self.emb_lr_mult:g}"
         return base
@@ -156,8 +157,27 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        """Rebuild from :meth:`to_dict` output; unknown keys raise :class:`ConfigError`."""
-        return _from_dict(cls, dict(d))
+        """Rebuild from :meth:`to_dict` output (a missing key takes its default).
+
+        The 0.1.0 key ``mlet_k`` is read as ``inner_dim``, so older ``config.json`` / ``state.pt`` files
+        still resume and evaluate.
+
+        Raises:
+            ConfigError: an unknown key, both ``mlet_k`` and ``inner_dim``, or an invalid value.
+
+        Example:
+            >>> TrainConfig.from_dict({"model": "dlrm", "mlet_k": 32}).inner_dim
+            32
+        """
+        d = dict(d)
+        if "mlet_k" in d:
+            if "inner_dim" in d:
+                raise ConfigError(
+                    f"TrainConfig: both 'mlet_k' ({d['mlet_k']!r}, the 0.1.0 name) and 'inner_dim' "
+                    f"({d['inner_dim']!r}) given; keep only inner_dim"
+                )
+            d["inner_dim"] = d.pop("mlet_k")
+        return _from_dict(cls, d)
 
 
 __all__ = ["TrainConfig", "DataSpec", "OPTIMIZERS", "SELECT"]

@@ -2,7 +2,7 @@
 
 Example:
     >>> from mlet_compress.train import TrainConfig, train
-    >>> result = train(TrainConfig(model="dlrm", dim=8, mlet_k=32), out="runs/demo")  # doctest: +SKIP
+    >>> result = train(TrainConfig(model="dlrm", dim=8, inner_dim=32), out="runs/demo")  # doctest: +SKIP
     >>> result.metrics["test"]["auc"] > 0.5                                           # doctest: +SKIP
     True
 """
@@ -31,7 +31,7 @@ from .optim import build_optimizer, count_parameters, optimizer_supports_sparse
 MAX_EMBEDDED_PREPROCESSOR_BYTES = 16 * 2**20
 
 #: Config fields that must match between a run and its ``--resume``.
-RESUME_KEYS = ("model", "dim", "mlet_k", "init_std", "hash_ratio", "hash_min_rows", "optimizer", "lr",
+RESUME_KEYS = ("model", "dim", "inner_dim", "init_std", "hash_ratio", "hash_min_rows", "optimizer", "lr",
                "emb_lr_mult", "batch_size", "seed", "sparse_grads", "model_kwargs", "mlet_kwargs", "data")
 
 BuildFn = Callable[[TrainConfig, Any, bool], nn.Module]
@@ -115,7 +115,7 @@ def prepare_model(model: nn.Module, cfg: TrainConfig) -> nn.Module:
     if cfg.is_mlet:
         from .. import MLETConfig, wrap
 
-        wrap(model, MLETConfig(inner_dim=cfg.mlet_k, init_std=float(cfg.init_std), **cfg.mlet_kwargs))
+        wrap(model, MLETConfig(inner_dim=cfg.inner_dim, init_std=float(cfg.init_std), **cfg.mlet_kwargs))
     return model
 
 
@@ -306,7 +306,7 @@ def _test_and_save(model: nn.Module, cfg: TrainConfig, splits: Any, st: FitState
         save_checkpoint(model, out_dir / out_files.MODEL_FILE, model_info=minfo, extra=extra)
     selected = next((r for r in st.history if r["epoch"] == st.best_epoch), st.history[-1] if st.history else {})
     return {
-        "variant": cfg.variant, "model": cfg.model, "dim": cfg.dim, "mlet_k": cfg.mlet_k,
+        "variant": cfg.variant, "model": cfg.model, "dim": cfg.dim, "inner_dim": cfg.inner_dim,
         "emb_lr_mult": cfg.emb_lr_mult, "seed": cfg.seed,
         "test": _core(test_metrics),
         "set_a": dict(test_metrics.get("set_a", {})),
