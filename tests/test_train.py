@@ -16,7 +16,7 @@ from mlet_compress.models import MODELS, build_model
 from mlet_compress.train import (DataSpec, TrainConfig, build_training_model, count_parameters, load_data,
                                  param_groups, train)
 from mlet_compress.training.ddp import DistInfo, shard_indices
-from mlet_compress.training.loop import TensorData, fit
+from mlet_compress.training.loop import FitHooks, LoopSettings, TensorData, TrainCallback, epoch_order, fit
 
 TINY = {"num_rows": 3000, "num_fields": 4, "min_vocab": 10, "max_vocab": 300, "num_dense": 2}
 
@@ -119,13 +119,50 @@ def test_fit_selects_best_epoch_and_stops_early(tiny_splits):
         snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
         return {"auc": next(scores), "logloss": 0.5, "pr_auc": 0.5}
 
+    settings = LoopSettings(epochs=6, batch_size=256, seed=0, select="auc", patience=2, max_steps_per_epoch=2)
     st = fit(model, opt, TensorData.from_tabular(tiny_splits.train), TensorData.from_tabular(tiny_splits.val),
-             epochs=6, batch_size=256, seed=0, select="auc", patience=2, device=torch.device("cpu"),
-             evaluate_fn=scripted, max_steps_per_epoch=2)
+             settings, device=torch.device("cpu"), evaluate_fn=scripted)
     assert (st.epoch, st.best_epoch, st.stopped_early) == (4, 2, True)
     assert [r["val"]["auc"] for r in st.history] == [0.6, 0.7, 0.65, 0.64]
     for k, v in st.best_state.items():
         assert torch.equal(v, snapshots[1][k])
+
+
+def test_loop_settings_validate_and_mirror_the_train_config():
+    cfg = tiny_cfg(epochs=3, patience=None, select="logloss", max_steps_per_epoch=7, eval_batch_size=99, log_every=2)
+    s = LoopSettings.from_config(cfg)
+    assert s == LoopSettings(epochs=3, batch_size=64, seed=0, select="logloss", patience=None, max_steps_per_epoch=7,
+                             eval_batch_size=99, log_every=2)
+    for bad in (dict(epochs=0), dict(batch_size=0), dict(select="acc"), dict(patience=0), dict(max_steps_per_epoch=0),
+                dict(eval_batch_size=0), dict(log_every=0), dict(epochs=1.5)):
+        with pytest.raises(ConfigError, match="LoopSettings"):
+            LoopSettings(**{"epochs": 1, "batch_size": 8, **bad})
+
+
+def test_epoch_order_is_seeded_per_epoch_and_sharded():
+    a = epoch_order(10, seed=3, epoch=2, info=DistInfo())
+    assert torch.equal(a, epoch_order(10, seed=3, epoch=2, info=DistInfo()))
+    assert not torch.equal(a, epoch_order(10, seed=3, epoch=3, info=DistInfo()))
+    assert torch.equal(epoch_order(10, seed=3, epoch=2, info=DistInfo(rank=1, world_size=2)), a[1::2])
+
+
+def test_fit_hooks_are_called(tiny_splits):
+    torch.manual_seed(0)
+    model = build_model("dlrm", vocab_sizes=tiny_splits.preprocessor.vocab_sizes, num_dense=2, embed_dim=4,
+                        bottom_mlp=[8], top_mlp=[8])
+    calls = {"backward": 0, "epochs": [], "steps": []}
+
+    class Progress(TrainCallback):
+        def on_step(self, step, loss, samples_per_s):
+            calls["steps"].append(step)
+
+    hooks = FitHooks(callback=Progress(), on_epoch_end=lambda st: calls["epochs"].append(st.epoch),
+                     after_backward=lambda: calls.__setitem__("backward", calls["backward"] + 1))
+    st = fit(model, torch.optim.SGD(model.parameters(), lr=0.1), TensorData.from_tabular(tiny_splits.train), None,
+             LoopSettings(epochs=2, batch_size=64, max_steps_per_epoch=5, log_every=2), device=torch.device("cpu"),
+             hooks=hooks)
+    assert calls == {"backward": 10, "epochs": [1, 2], "steps": [2, 4, 5, 7, 9, 10]}
+    assert (st.step, st.best_epoch) == (10, 2)  # no validation: the last epoch is kept
 
 
 def test_shard_indices_cover_every_row_once_per_rank_set():

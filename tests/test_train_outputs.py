@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from mlet_compress import load_checkpoint, save_checkpoint
-from mlet_compress.errors import ConfigError
+from mlet_compress.errors import CheckpointError, ConfigError
 from mlet_compress.models import build_model
-from mlet_compress.train import DataSpec, TrainConfig, compare, evaluate_checkpoint, load_data, train
+from mlet_compress.train import (DataSpec, TrainConfig, compare, evaluate_checkpoint, load_data, resume_run,
+                                 train)
 
 TINY = {"num_rows": 3000, "num_fields": 4, "min_vocab": 10, "max_vocab": 300, "num_dense": 2}
 SPEC = DataSpec(format="synthetic", synthetic=TINY)
@@ -100,6 +101,25 @@ def test_resume_continues_to_the_same_result(tmp_path, splits):
         train(cfg(epochs=3, dim=8), splits, out=part, resume=True)
 
 
+def test_resume_run_reads_the_saved_config(tmp_path, splits):
+    """resume_run(dir, epochs=...) == train(saved config with those epochs, resume=True); bad directories fail clearly."""
+    full = train(cfg(epochs=3, patience=None), splits, out=tmp_path / "full")
+    part = tmp_path / "part"
+    train(cfg(epochs=1, patience=None), splits, out=part)
+    resumed = resume_run(part, epochs=3, patience=5)
+    assert resumed.config.patience == 5 and resumed.config.epochs == 3
+    assert resumed.metrics["epochs_run"] == 3 and resumed.metrics["test"] == full.metrics["test"]
+    assert json.loads((part / "config.json").read_text())["train_config"]["epochs"] == 3
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="no train_config"):
+        resume_run(tmp_path / "empty")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        resume_run(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="epochs"):
+        resume_run(part, epochs=0)
+
+
 def _as_0_1_0(train_config: dict) -> dict:
     """A 0.1.0 ``train_config``: MLET's k under ``mlet_k``, and a data spec without ``numeric_transform``."""
     old = {("mlet_k" if k == "inner_dim" else k): v for k, v in train_config.items()}
@@ -125,8 +145,7 @@ def test_a_0_1_0_run_directory_still_resumes_and_evaluates(tmp_path, splits):
     model.load_state_dict(ckpt.tensors, strict=True)
     save_checkpoint(model, old / "bare.safetensors", model_info=ckpt.model_info)
     assert evaluate_checkpoint(old / "bare.safetensors", device="cpu")["test"] == pytest.approx(one.metrics["test"])
-    saved = TrainConfig.from_dict(json.loads((old / "config.json").read_text())["train_config"])
-    resumed = train(dataclasses.replace(saved, epochs=2), out=old, resume=True)
+    resumed = resume_run(old, epochs=2)
     assert resumed.config.inner_dim == 8 and resumed.metrics["inner_dim"] == 8
     assert resumed.metrics["epochs_run"] == 2 and resumed.metrics["test"] == full.metrics["test"]
     with pytest.raises(ConfigError, match="both 'mlet_k'"):
