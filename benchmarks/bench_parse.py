@@ -22,14 +22,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from mlet_compress.data import DataSpec, load_dataset
+from mlet_compress.data.readers_criteo import read_criteo
 
 
 def write_criteo_file(path: Path, rows: int, seed: int = 0) -> None:
     """Write a Criteo-like TSV with ``rows`` rows (vectorised, via pyarrow)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.csv as pacsv
-
     rng = np.random.default_rng(seed)
     hexbytes = np.array([f"{i:02x}".encode() for i in range(256)], dtype="S2")
     cols = {"label": pa.array((rng.random(rows) < 0.25).astype(np.int8))}
@@ -67,12 +69,6 @@ def main() -> None:
     ap.add_argument("--file", type=Path, default=None)
     ap.add_argument("--shared", action="store_true", help="use the shared 8,000-row Criteo sample")
     args = ap.parse_args()
-
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    from mlet_compress.data import DataSpec, load_dataset
-    from mlet_compress.data.readers_criteo import read_criteo
 
     tmp = tempfile.TemporaryDirectory()
     if args.shared:

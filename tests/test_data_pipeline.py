@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlet_compress.data import (DataSpec, DataSplits, Preprocessor, load_dataset, load_eval_split,
+from mlet_compress.data import (DataSpec, DataSplits, Preprocessor, SyntheticConfig, load_dataset, load_eval_split,
                                 sample_log_frequency, split_indices)
 from mlet_compress.data import core
 from conftest import criteo_rows, write_lines
@@ -224,8 +224,6 @@ def test_load_eval_split_new_test_file(tmp_path):
 
 
 def test_synthetic_eval_split_and_options():
-    from mlet_compress.data import SyntheticConfig
-
     cfg = SyntheticConfig(num_rows=4000, vocab_sizes=(5, 50, 400), num_dense=2, block_rows=1024)
     spec = DataSpec(format="synthetic", synthetic=cfg, seed=2, categorical=["c0", "c2"])
     s = load_dataset(spec)
@@ -246,8 +244,6 @@ def test_synthetic_eval_split_and_options():
 
 # ------------------------------------------------------------------------------------------------ spec
 def test_data_spec_normalises_and_validates(tmp_path):
-    from mlet_compress.data import SyntheticConfig
-
     spec = DataSpec(path=tmp_path / "x.csv", format="csv", test_data=tmp_path / "t.csv", cache_dir=tmp_path)
     assert (spec.path, spec.test_data, spec.cache_dir) == (str(tmp_path / "x.csv"), str(tmp_path / "t.csv"), str(tmp_path))
     assert DataSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec

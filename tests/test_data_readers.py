@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -243,8 +244,6 @@ def test_parquet_matches_csv(tmp_path):
 
 
 def test_gzip_input_both_paths(tmp_path):
-    import gzip
-
     rows = criteo_rows(30, seed=5)
     plain = read_criteo(write_lines(tmp_path / "c.txt", ["\t".join(r) for r in rows]))
     gz = tmp_path / "c.txt.gz"

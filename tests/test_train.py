@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from mlet_compress import MLETConfig, wrap
-from mlet_compress.errors import ConfigError
+from mlet_compress import MLETConfig, collapse, wrap
+from mlet_compress.errors import ConfigError, NumericalError
 from mlet_compress.models import MODELS, build_model
 from mlet_compress.train import (DataSpec, TrainConfig, build_training_model, count_parameters, load_data,
                                  param_groups, train)
@@ -99,8 +99,6 @@ def test_count_parameters_training_vs_inference():
     m = _tiny_dlrm(sparse=False, k=8)
     counts = count_parameters(m)
     assert counts["embedding"] == (50 + 30 + 20) * 8 + 3 * 4 * 8
-    from mlet_compress import collapse
-
     collapse(m)
     assert count_parameters(m)["embedding"] == (50 + 30 + 20) * 4
 
@@ -260,7 +258,5 @@ def test_emb_lr_mult_scales_only_the_embedding_step(tiny_splits):
 
 
 def test_divergence_is_a_numerical_error(tiny_splits):
-    from mlet_compress.errors import NumericalError
-
     with pytest.raises(NumericalError, match="lower --lr"):
         train(tiny_cfg(optimizer="sgd", lr=1e30, max_steps_per_epoch=10), tiny_splits)

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from mlet_compress import load_checkpoint, save_checkpoint
+from mlet_compress import LowRankConfig, QuantConfig, compress_, load_checkpoint, load_model_state, save_checkpoint
 from mlet_compress.errors import CheckpointError, ConfigError
 from mlet_compress.models import build_model
 from mlet_compress.train import (DataSpec, TrainConfig, compare, evaluate_checkpoint, load_data, resume_run,
@@ -166,10 +166,6 @@ def test_compare_with_tuned_baselines(tmp_path, splits):
 
 
 def test_hashed_training_saves_a_hashed_checkpoint(tmp_path, splits):
-    import mlet_compress
-
-    if not hasattr(mlet_compress, "compress_"):
-        pytest.skip("mlet_compress.compress_ (hashing stage) not available yet")
     res = train(cfg(hash_ratio=0.5, hash_min_rows=100, max_steps_per_epoch=3), splits, out=tmp_path / "h")
     ckpt = load_checkpoint(tmp_path / "h" / "model.safetensors")
     hashed = [t for t in ckpt.tables.values() if t.get("hash")]
@@ -190,16 +186,11 @@ def test_select_logloss_picks_the_lowest_validation_logloss(tmp_path, splits):
 def test_eval_of_compressed_checkpoints(run, splits, tmp_path, stage):
     """A checkpoint compressed after training (SVD / int8) evaluates on the same test rows; at full rank
     SVD is exact and int8 moves the metrics by little."""
-    import mlet_compress
-    from mlet_compress import LowRankConfig, QuantConfig, save_checkpoint
-
-    if not hasattr(mlet_compress, "compress_") or not hasattr(mlet_compress, "load_model_state"):
-        pytest.skip("mlet_compress.compress_/load_model_state not exported yet")
     res, out = run
     ckpt = load_checkpoint(out / "model.safetensors")
     model = build_model(ckpt.model_info["name"], **ckpt.model_info["config"])
-    mlet_compress.load_model_state(model, ckpt)
-    mlet_compress.compress_(model, LowRankConfig(rank=4) if stage == "svd" else QuantConfig(bits=8))
+    load_model_state(model, ckpt)
+    compress_(model, LowRankConfig(rank=4) if stage == "svd" else QuantConfig(bits=8))
     path = save_checkpoint(model, tmp_path / f"{stage}.safetensors", model_info=ckpt.model_info, extra=ckpt.extra)
     ev = evaluate_checkpoint(path, device="cpu")
     assert ev["rows"] == len(splits.test) and set(ev["tables"]) >= {"lowrank" if stage == "svd" else "quantized"}

@@ -21,6 +21,9 @@ from ..errors import DataError
 from .textio import iter_line_blocks, lines_array, raw_column, to_numpy
 from .types import RawTable
 
+# pyarrow is imported inside the functions that use it (lean import): `import mlet_compress.data` and the
+# synthetic path never load it.
+
 _TOKEN_RE = r"^[^:]+(:[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?)?$"
 _LABEL_RE = r"^[+-]?[01](\.0*)?$"
 

@@ -27,6 +27,9 @@ from ..errors import DataError
 from .textio import ColSpec, in_set, raw_column, read_delimited, sniff_first_line, to_numpy
 from .types import RawTable
 
+# pyarrow is imported inside the functions that use it (lean import): `import mlet_compress.data` and the
+# synthetic path never load it.
+
 GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
           "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
           "War", "Western"]

@@ -18,6 +18,7 @@ Example (``compare`` trains four models on the synthetic default, so only the va
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -184,8 +185,6 @@ def compare_seeds(
         "summary": {"vs_paper": {...}, "vs_best": {...}, "best_variant"}}`` where deltas are means over
         seeds and ``best_variant`` is the baseline with the best mean validation score.
     """
-    import statistics
-
     if not seeds:
         raise ConfigError("compare_seeds needs at least one seed")
     cfg = cfg.resolved()

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 from ..data.spec import DataSpec
 from ..errors import ConfigError
+from ..models import default_optimizer
 
 OPTIMIZERS = ("sgd", "adagrad")
 SELECT = ("auc", "logloss")
@@ -138,8 +139,6 @@ class TrainConfig:
         Raises:
             ConfigError: unknown model name.
         """
-        from ..models import default_optimizer
-
         d = default_optimizer(self.model)
         return dataclasses.replace(
             self,

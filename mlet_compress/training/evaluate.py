@@ -14,11 +14,14 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from ..data import DataSpec, load_eval_split
+from .. import load_checkpoint, load_model_state
+from ..data import DataSpec, Preprocessor, load_eval_split, sample_log_frequency
 from ..errors import CheckpointError
+from ..metrics import evaluate
+from ..models import build_model
 from . import outputs as out_files
 from .ddp import DistInfo, resolve_device
-from .loop import TensorData, predict
+from .predict import TensorData, predict
 
 
 def _run_meta(path: Path, ckpt: Any) -> tuple[dict, dict, dict, dict]:
@@ -77,11 +80,6 @@ def evaluate_checkpoint(
         >>> evaluate_checkpoint("runs/demo/model.safetensors")["test"]["auc"]  # doctest: +SKIP
         0.73
     """
-    from .. import load_checkpoint, load_model_state
-    from ..data import Preprocessor, sample_log_frequency
-    from ..metrics import evaluate
-    from ..models import build_model
-
     path = Path(checkpoint)
     ckpt = load_checkpoint(path)
     minfo, spec_d, info, pre = _run_meta(path, ckpt)
