@@ -48,7 +48,6 @@ def read_libfm(path: Path, *, skip_bad_rows: bool = False, num_fields: int | Non
         >>> # raw = read_libfm(Path("train.libfm"))
     """
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     path = Path(path)
     if not path.is_file():
@@ -57,50 +56,13 @@ def read_libfm(path: Path, *, skip_bad_rows: bool = False, num_fields: int | Non
         progress(f"parsing libFM file {path.name}")
     labels, keys, skipped = [], [], 0
     for line0, buf in iter_line_blocks(path, "utf8"):
-        lines = pc.utf8_trim_whitespace(lines_array(buf))
-        lineno = line0 + 1 + np.arange(len(lines))
-        keep = to_numpy(pc.utf8_length(lines)) > 0
-        lines, lineno = lines.filter(pa.array(keep)), lineno[keep]
-        if len(lines) == 0:
+        block = _parse_block(path, line0, buf, num_fields, skip_bad_rows)
+        if block is None:  # only blank lines
             continue
-        parts = pc.split_pattern_regex(lines, r"\s+")
-        counts = to_numpy(pc.list_value_length(parts))
-        if num_fields is None:
-            num_fields = int(counts[0]) - 1
-            if num_fields < 1:
-                raise DataError(f"{path}: line {lineno[0]}: a libFM line needs a label and at least one idx:val")
-        width = num_fields + 1
-        bad = counts != width
-        why = {}
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            why[int(lineno[i])] = f"expected {width} tokens (label + {num_fields} fields), got {int(counts[i])}"
-        good = np.flatnonzero(~bad)
-        flat = pc.list_flatten(parts.filter(pa.array(~bad)))
-        m = len(good)
-        lab = flat.take(pa.array(np.arange(0, m * width, width, dtype=np.int64)))
-        lab_ok = to_numpy(pc.match_substring_regex(lab, _LABEL_RE))
-        rowbad = ~lab_ok
-        if not lab_ok.all():
-            i = int(np.flatnonzero(~lab_ok)[0])
-            why.setdefault(int(lineno[good[i]]), f"label {lab[i].as_py()!r} is not -1, 0 or 1")
-        toks = []
-        for f in range(num_fields):
-            tok = flat.take(pa.array(np.arange(f + 1, m * width, width, dtype=np.int64)))
-            ok = to_numpy(pc.match_substring_regex(tok, _TOKEN_RE))
-            if not ok.all():
-                i = int(np.flatnonzero(~ok)[0])
-                why.setdefault(int(lineno[good[i]]), f"token {tok[i].as_py()!r} of field f{f} is not idx or idx:val")
-            rowbad |= ~ok
-            toks.append(pc.replace_substring_regex(tok, ":.*$", ""))
-        nbad = int(bad.sum() + rowbad.sum())
-        if nbad and not skip_bad_rows:
-            first = min(why)
-            raise DataError(f"{path}: line {first}: {why[first]}; fix the line or skip bad rows (--skip-bad-rows, skip_bad_rows=True)")
+        num_fields, lab, toks, nbad = block
         skipped += nbad
-        keep_rows = pa.array(~rowbad)
-        labels.append((to_numpy(lab.filter(keep_rows).cast(pa.float64())) > 0).astype(np.float32))
-        keys.append([t.filter(keep_rows) for t in toks])
+        labels.append(lab)
+        keys.append(toks)
     if num_fields is None:
         raise DataError(f"{path}: the file has no data lines; a libFM line is 'label idx:val ...'")
     if not keys:
@@ -110,3 +72,70 @@ def read_libfm(path: Path, *, skip_bad_rows: bool = False, num_fields: int | Non
                for f in range(num_fields)]
     y = np.concatenate(labels)
     return RawTable(y, np.zeros((len(y), 0)), [], [f"f{f}" for f in range(num_fields)], columns, skipped)
+
+
+def _parse_block(path: Path, line0: int, buf, num_fields: int | None, skip_bad_rows: bool):
+    """One block of lines starting at 0-based line ``line0``: ``(num_fields, labels, field tokens, bad lines)``.
+
+    ``num_fields`` None takes it from the block's first line. Returns None for a block of blank lines.
+
+    Raises:
+        DataError: a malformed line (file + line) unless ``skip_bad_rows``.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    lines = pc.utf8_trim_whitespace(lines_array(buf))
+    lineno = line0 + 1 + np.arange(len(lines))
+    keep = to_numpy(pc.utf8_length(lines)) > 0
+    lines, lineno = lines.filter(pa.array(keep)), lineno[keep]
+    if len(lines) == 0:
+        return None
+    parts = pc.split_pattern_regex(lines, r"\s+")
+    counts = to_numpy(pc.list_value_length(parts))
+    if num_fields is None:
+        num_fields = int(counts[0]) - 1
+        if num_fields < 1:
+            raise DataError(f"{path}: line {lineno[0]}: a libFM line needs a label and at least one idx:val")
+    width = num_fields + 1
+    bad = counts != width
+    why = {}  # line number -> the first problem found on it
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        why[int(lineno[i])] = f"expected {width} tokens (label + {num_fields} fields), got {int(counts[i])}"
+    good_lineno = lineno[np.flatnonzero(~bad)]
+    lab, toks, rowbad = _check_tokens(pc.list_flatten(parts.filter(pa.array(~bad))), num_fields, good_lineno, why)
+    nbad = int(bad.sum() + rowbad.sum())
+    if nbad and not skip_bad_rows:
+        first = min(why)
+        raise DataError(f"{path}: line {first}: {why[first]}; fix the line or skip bad rows (--skip-bad-rows, skip_bad_rows=True)")
+    keep_rows = pa.array(~rowbad)
+    labels = (to_numpy(lab.filter(keep_rows).cast(pa.float64())) > 0).astype(np.float32)
+    return num_fields, labels, [t.filter(keep_rows) for t in toks], nbad
+
+
+def _check_tokens(flat, num_fields: int, lineno: np.ndarray, why: dict[int, str]):
+    """Labels and per-field category tokens of well-sized lines (``flat``: their tokens, row-major).
+
+    Returns ``(labels, tokens per field, bad-row mask)``; the first problem of each bad line goes in ``why``.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    width, m = num_fields + 1, len(lineno)
+    lab = flat.take(pa.array(np.arange(0, m * width, width, dtype=np.int64)))
+    lab_ok = to_numpy(pc.match_substring_regex(lab, _LABEL_RE))
+    rowbad = ~lab_ok
+    if not lab_ok.all():
+        i = int(np.flatnonzero(~lab_ok)[0])
+        why.setdefault(int(lineno[i]), f"label {lab[i].as_py()!r} is not -1, 0 or 1")
+    toks = []
+    for f in range(num_fields):
+        tok = flat.take(pa.array(np.arange(f + 1, m * width, width, dtype=np.int64)))
+        ok = to_numpy(pc.match_substring_regex(tok, _TOKEN_RE))
+        if not ok.all():
+            i = int(np.flatnonzero(~ok)[0])
+            why.setdefault(int(lineno[i]), f"token {tok[i].as_py()!r} of field f{f} is not idx or idx:val")
+        rowbad |= ~ok
+        toks.append(pc.replace_substring_regex(tok, ":.*$", ""))
+    return lab, toks, rowbad
