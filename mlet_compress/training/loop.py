@@ -144,6 +144,15 @@ def epoch_order(n_rows: int, seed: int, epoch: int, info: DistInfo) -> torch.Ten
 
     Every rank draws the same permutation, so a resumed run sees the same order as an uninterrupted one.
 
+    Args:
+        n_rows: rows of the training split.
+        seed: the shuffling seed (``LoopSettings.seed``).
+        epoch: the 1-based epoch.
+        info: DDP placement (each rank takes every ``world_size``-th row, see ``shard_indices``).
+
+    Returns:
+        int64 row indices of this rank, in visiting order.
+
     Example:
         >>> epoch_order(6, seed=0, epoch=1, info=DistInfo()).sort().values.tolist()
         [0, 1, 2, 3, 4, 5]
@@ -158,11 +167,20 @@ def train_step(
     batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     after_backward: Optional[Callable[[], None]] = None,
 ) -> torch.Tensor:
-    """One optimizer step on ``batch = (dense, sparse, labels)``; returns the detached mean BCE loss.
+    """One optimizer step on a batch; returns the detached mean BCE loss.
 
     The optimized loss is the mean binary cross-entropy plus ``model.reg_loss / batch`` when the model
     sets one during its training forward (the models sum their L2 term over the batch, matching
-    DeepCTR-Torch's sum-reduced BCE). ``after_backward`` runs between ``backward()`` and ``step()``.
+    DeepCTR-Torch's sum-reduced BCE).
+
+    Args:
+        model: the model (optionally DDP-wrapped) in train mode, mapping ``(dense, sparse)`` to logits.
+        optimizer: its optimizer.
+        batch: ``(dense, sparse, labels)`` on the model's device.
+        after_backward: called between ``backward()`` and ``step()`` (DDP's sparse all-reduce).
+
+    Returns:
+        The batch's mean BCE (without the regulariser), detached, on the device (no sync).
     """
     dense, sparse, labels = batch
     logits = model(dense, sparse)
@@ -200,7 +218,14 @@ class LossWindow:
         self.rows += rows * self.world_size
 
     def report(self, step_in_epoch: int, global_step: int) -> float:
-        """Check and report the window ending at 0-based step ``step_in_epoch``; returns its mean loss.
+        """Check and report the window ending at 0-based step ``step_in_epoch``.
+
+        Args:
+            step_in_epoch: 0-based index of the window's last step within the epoch.
+            global_step: steps done in the run so far (passed to ``on_step``).
+
+        Returns:
+            The mean loss of the window's steps.
 
         Raises:
             NumericalError: the mean loss of the window is NaN or Inf.
@@ -230,6 +255,14 @@ def validate(
 ) -> tuple[Optional[dict[str, Any]], Optional[float]]:
     """Validation metrics and the higher-is-better selection score.
 
+    Args:
+        model: the model (optionally DDP-wrapped); evaluated in eval mode, its mode restored after.
+        val: the validation split (None or empty: nothing to validate).
+        select: ``auc`` or ``logloss``.
+        batch_size: inference batch.
+        device: where batches go.
+        evaluate_fn: ``(labels, probs) -> metrics dict``.
+
     Returns:
         ``(metrics, score)``: ``metrics`` holds ``auc``/``logloss``/``pr_auc`` (None without validation
         rows); ``score`` is the ``select`` metric, negated for ``logloss`` (None without validation rows
@@ -251,6 +284,12 @@ def update_selection(st: FitState, model: nn.Module, score: Optional[float], set
     An epoch without a score (no validation) always counts as an improvement, so the last one is kept.
     Early stopping never triggers on the last allowed epoch (``stopped_early`` then means "stopped before
     ``settings.epochs``").
+
+    Args:
+        st: the loop state, ``st.epoch`` being the epoch just finished (updated in place).
+        model: the model (optionally DDP-wrapped) whose weights are copied to CPU when kept.
+        score: the epoch's higher-is-better validation score (None: no validation signal).
+        settings: ``patience`` and ``epochs``.
     """
     if score is None or st.best_score is None or score > st.best_score:
         st.best_score, st.best_epoch, st.bad_epochs = score, st.epoch, 0

@@ -25,6 +25,12 @@ RESUME_KEYS = ("model", "dim", "inner_dim", "init_std", "hash_ratio", "hash_min_
 def saved_config(run_dir: Union[str, Path]) -> TrainConfig:
     """The :class:`TrainConfig` a run directory was trained with (its ``config.json``; 0.1.0 keys accepted).
 
+    Args:
+        run_dir: a run directory written by ``train``.
+
+    Returns:
+        The saved (resolved) :class:`TrainConfig`.
+
     Raises:
         CheckpointError: ``config.json`` is missing or not JSON.
         ConfigError: it has no ``train_config`` (not a training run directory) or an invalid one.
@@ -40,7 +46,15 @@ def saved_config(run_dir: Union[str, Path]) -> TrainConfig:
 
 
 def check_resume(saved: dict, cfg: TrainConfig) -> None:
-    """Raise ConfigError when a :data:`RESUME_KEYS` field of ``cfg`` differs from the saved run's config."""
+    """Check that ``cfg`` may continue the saved run (only ``epochs``/``patience`` and the like may differ).
+
+    Args:
+        saved: the saved run's ``TrainConfig.to_dict()`` (0.1.0 keys accepted).
+        cfg: the resolved config of the continuation.
+
+    Raises:
+        ConfigError: a :data:`RESUME_KEYS` field differs (the message names them and the saved values).
+    """
     saved = TrainConfig.from_dict(saved).to_dict()  # an older config.json: current field names and defaults
     now = cfg.to_dict()
     diff = [k for k in RESUME_KEYS if json.dumps(saved.get(k), sort_keys=True) != json.dumps(now.get(k), sort_keys=True)]
@@ -53,6 +67,14 @@ def check_resume(saved: dict, cfg: TrainConfig) -> None:
 
 def load_resume_state(out_dir: Path, cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer) -> FitState:
     """Restore model, optimizer and loop state from ``out_dir/state.pt`` (the config must match).
+
+    Args:
+        out_dir: the run directory.
+        cfg: the resolved config of the continuation.
+        model / optimizer: freshly built (same architecture and parameter groups); loaded in place.
+
+    Returns:
+        The saved :class:`FitState` (``stopped_early`` cleared when ``cfg.epochs`` exceeds the saved run's).
 
     Raises:
         CheckpointError: ``state.pt`` is missing or unreadable.

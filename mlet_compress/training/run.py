@@ -103,7 +103,18 @@ def build_training_model(cfg: TrainConfig, splits: Any, sparse: bool) -> nn.Modu
 
 
 def prepare_model(model: nn.Module, cfg: TrainConfig) -> nn.Module:
-    """Apply the training-time stages to a freshly built model: modulo hashing, then MLET ``wrap``."""
+    """Apply the training-time stages to a freshly built model: modulo hashing, then MLET ``wrap``.
+
+    Args:
+        model: the model from :func:`build_training_model` (or a custom ``build_fn``).
+        cfg: a resolved :class:`TrainConfig` (``hash_ratio``, ``inner_dim``, ``init_std``, ``mlet_kwargs``).
+
+    Returns:
+        The same model, changed in place.
+
+    Raises:
+        TargetingError: ``cfg.mlet_kwargs`` select no embedding table.
+    """
     if cfg.hash_ratio:
         compress_(model, HashConfig(ratio=cfg.hash_ratio, min_rows=cfg.hash_min_rows))
     if cfg.is_mlet:
