@@ -20,7 +20,7 @@ from .readers_criteo import read_criteo
 from .readers_csv import read_csv_table
 from .readers_libfm import read_libfm
 from .readers_movielens import movielens_files, read_movielens
-from .spec import FORMATS, DataSpec, check_format
+from .spec import FORMATS, DataSpec, check_format  # FORMATS re-exported (0.1.0 defined it here)
 from .splits import describe_rule, split_indices
 from .synthetic import SyntheticConfig, synthetic_raw
 from .types import DataSplits, RawTable, TabularData

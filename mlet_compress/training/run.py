@@ -26,6 +26,7 @@ from ..models import build_model
 from . import outputs as out_files
 from .config import TrainConfig
 from .ddp import DistInfo, barrier, resolve_device, setup, wrap_ddp
+# MAX_EMBEDDED_PREPROCESSOR_BYTES, checkpoint_extra and RESUME_KEYS are re-exported: 0.1.0 imported them from here
 from .finalize import MAX_EMBEDDED_PREPROCESSOR_BYTES, checkpoint_extra, evaluate_and_save, model_info
 from .loop import FitHooks, FitState, LoopSettings, TrainCallback, fit, steps_per_epoch
 from .optim import build_optimizer, count_parameters, optimizer_supports_sparse
