@@ -137,7 +137,7 @@ def train_cmd(
     val_data: Optional[Path] = typer.Option(None, "--val-data", help="Separate validation file (same format)."),
     test_data: Optional[Path] = typer.Option(None, "--test-data", help="Separate test file (same format)."),
     min_freq: int = typer.Option(1, "--min-freq", min=1, help="Rarer categories map to the field's OOV id."),
-    split_seed: int = typer.Option(0, "--split-seed", help="Seed of the data split (and synthetic generator)."),
+    split_seed: int = typer.Option(0, "--split-seed", help="Seed of the data split (the synthetic rows have their own fixed seed)."),
     skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Skip and count malformed rows."),
     rows: Optional[int] = typer.Option(None, "--rows", min=1000, help="Synthetic default only: number of rows generated."),
     dim: int = typer.Option(16, "--dim", min=1, help="Embedding dimension d (at inference)."),
