@@ -234,6 +234,10 @@ def test_synthetic_eval_split_and_options():
         np.testing.assert_array_equal(t.labels, s.test.labels)
     with pytest.raises(ConfigError, match="seed"):  # a default seed is not the run's seed 2
         load_eval_split(DataSpec(format="synthetic"), s.preprocessor.to_dict(), s.info)
+    # skip_bad_rows does not apply to generated rows (recorded as False): a run trained with it still evaluates
+    skipping = dataclasses.replace(spec, skip_bad_rows=True)
+    t = load_eval_split(skipping, load_dataset(skipping).preprocessor.to_dict(), s.info)
+    np.testing.assert_array_equal(t.sparse, s.test.sparse)
     with pytest.raises(ConfigError, match="no path"):
         load_dataset(DataSpec(path="x.csv", format="synthetic"))
     with pytest.raises(ConfigError, match="unknown"):
