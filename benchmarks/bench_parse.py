@@ -7,7 +7,7 @@ categoricals, Zipf-distributed 8-hex-digit categories) of ``--rows`` rows in a t
 * ``bare``: ``pyarrow.csv.read_csv(path, delimiter='\\t', autogenerate_column_names=True)`` (type inference);
 * ``reader``: ``mlet_compress.data.readers_criteo.read_criteo`` (typed parse, label check,
   dictionary-encoded categoricals, dense matrix);
-* ``load``: ``load_dataset(path, "criteo", cache_dir=False)`` (reader + split + vocabularies + transform).
+* ``load``: ``load_dataset(DataSpec(path=path, format="criteo", cache_dir=False))`` (reader + split + vocabularies + transform).
 
 Usage: ``python benchmarks/bench_parse.py [--rows 1000000] [--repeats 3] [--file F | --shared]``
 """
@@ -22,14 +22,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from mlet_compress.data import DataSpec, load_dataset
+from mlet_compress.data.readers_criteo import read_criteo
 
 
 def write_criteo_file(path: Path, rows: int, seed: int = 0) -> None:
     """Write a Criteo-like TSV with ``rows`` rows (vectorised, via pyarrow)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.csv as pacsv
-
     rng = np.random.default_rng(seed)
     hexbytes = np.array([f"{i:02x}".encode() for i in range(256)], dtype="S2")
     cols = {"label": pa.array((rng.random(rows) < 0.25).astype(np.int8))}
@@ -68,12 +70,6 @@ def main() -> None:
     ap.add_argument("--shared", action="store_true", help="use the shared 8,000-row Criteo sample")
     args = ap.parse_args()
 
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    from mlet_compress.data import load_dataset
-    from mlet_compress.data.readers_criteo import read_criteo
-
     tmp = tempfile.TemporaryDirectory()
     if args.shared:
         path = Path(__file__).resolve().parents[1].parent / "shared/data/criteo_kaggle_sample/criteo_train_rows00001-08000.txt"
@@ -94,7 +90,7 @@ def main() -> None:
     results = _median_times({
         "bare pyarrow.csv.read_csv": bare,
         "read_criteo": lambda: read_criteo(path),
-        "load_dataset (no cache)": lambda: load_dataset(path, "criteo", cache_dir=False),
+        "load_dataset (no cache)": lambda: load_dataset(DataSpec(path=path, format="criteo", cache_dir=False)),
     }, args.repeats)
     print(f"file: {path.name}, {rows:,} rows, {size_mb:.0f} MiB, pyarrow {pa.__version__}, "
           f"cpus {os.cpu_count()}, median of {args.repeats}")

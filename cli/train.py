@@ -6,13 +6,15 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from mlet_compress.errors import ConfigError
-from mlet_compress.train import DataSpec, TrainCallback, TrainConfig, compare, train
-from mlet_compress.training.outputs import CONFIG_FILE, default_run_dir, jsonable, read_json
+from mlet_compress.train import DataSpec, TrainCallback, TrainConfig, compare, resume_run, train
+from mlet_compress.training.ddp import distributed_session, is_main_process
+from mlet_compress.training.outputs import default_run_dir, jsonable
 
 from ._common import err, out
 
@@ -135,7 +137,7 @@ def train_cmd(
     val_data: Optional[Path] = typer.Option(None, "--val-data", help="Separate validation file (same format)."),
     test_data: Optional[Path] = typer.Option(None, "--test-data", help="Separate test file (same format)."),
     min_freq: int = typer.Option(1, "--min-freq", min=1, help="Rarer categories map to the field's OOV id."),
-    split_seed: int = typer.Option(0, "--split-seed", help="Seed of the data split (and synthetic generator)."),
+    split_seed: int = typer.Option(0, "--split-seed", help="Seed of the data split (the synthetic rows have their own fixed seed)."),
     skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Skip and count malformed rows."),
     rows: Optional[int] = typer.Option(None, "--rows", min=1000, help="Synthetic default only: number of rows generated."),
     dim: int = typer.Option(16, "--dim", min=1, help="Embedding dimension d (at inference)."),
@@ -176,41 +178,28 @@ def train_cmd(
 
         mlet-compress train --model deepfm --data ../shared/data/avazu_sample/avazu_train_first8999.csv --format avazu --dim 8 --epochs 5 --out runs/avazu
     """
-    try:
-        if threads is not None:
-            import torch
-
-            torch.set_num_threads(threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    with distributed_session():  # leaves a torchrun process group on the way out, also after an error
         if resume is not None:
-            saved = read_json(resume / CONFIG_FILE).get("train_config")
-            if not saved:
-                raise ConfigError(f"{resume}/{CONFIG_FILE} has no train_config; is {resume} a training run directory?")
-            cfg = TrainConfig.from_dict(saved)
-            cfg.epochs = epochs or cfg.epochs
-            cfg.patience = patience if patience is not None else cfg.patience
             with RichProgress() as cb:
-                res = train(cfg, out=resume, resume=True, callback=cb)
+                res = resume_run(resume, epochs=epochs, patience=patience, callback=cb)
             _report_run(res.metrics, res.out_dir, as_json)
             return
-        if data is not None and not format:
-            raise ConfigError("--data needs --format (criteo, avazu, movielens, libfm or csv)")
+        _check_flags(data, format, rows, do_compare, tune_baseline)
         spec = DataSpec(
             path=str(data.resolve()) if data else None, format=format or "synthetic", label=label,
             categorical=_csv(categorical), numeric=_csv(numeric),
             val_data=str(val_data.resolve()) if val_data else None, test_data=str(test_data.resolve()) if test_data else None,
             min_freq=min_freq, seed=split_seed, skip_bad_rows=skip_bad_rows,
-            synthetic={"num_rows": rows} if rows is not None and data is None else None,
+            synthetic={"num_rows": rows} if rows is not None else None,
         )
-        if rows is not None and data is not None:
-            raise ConfigError("--rows sizes the synthetic default; drop it when passing --data")
         cfg = TrainConfig(
-            model=model.lower(), dim=dim, mlet_k=mlet_k, init_std=init_std, hash_ratio=hash_ratio,
+            model=model.lower(), dim=dim, inner_dim=mlet_k, init_std=init_std, hash_ratio=hash_ratio,
             optimizer=optimizer.lower() if optimizer else None, lr=lr, emb_lr_mult=emb_lr_mult, batch_size=batch_size,
             epochs=epochs or 1, patience=patience if patience is not None else 2, select=select, seed=seed,
             keep_factors=keep_factors, max_steps_per_epoch=max_steps, device=device, data=spec,
         )
-        if tune_baseline and not do_compare:
-            raise ConfigError("--tune-baseline only applies to --compare; add --compare")
         target = out_dir or default_run_dir()
         with RichProgress() as cb:
             if do_compare:
@@ -218,34 +207,27 @@ def train_cmd(
                 res = compare(cfg, emb_lr_mults=mults, out=target, force=force, callback=cb)
             else:
                 res = train(cfg, out=target, force=force, callback=cb)
-        if do_compare and _is_main():
-            if as_json:
-                print(json.dumps(jsonable(res.to_dict()), indent=2))
-            else:
-                print_compare(res)
-        elif not do_compare:
+        if not do_compare:
             _report_run(res.metrics, res.out_dir, as_json)
-
-    finally:
-        _finish_distributed()
-
-def _finish_distributed() -> None:
-    """Leave the torchrun process group cleanly (no-op outside torchrun)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        elif is_main_process() and as_json:
+            print(json.dumps(jsonable(res.to_dict()), indent=2))
+        elif is_main_process():
+            print_compare(res)
 
 
-def _is_main() -> bool:
-    """False on DDP ranks other than 0 (only rank 0 prints)."""
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)
+def _check_flags(data: Optional[Path], format: Optional[str], rows: Optional[int], do_compare: bool,
+                 tune_baseline: bool) -> None:
+    """Combinations of flags that make no sense (before anything is read or trained)."""
+    if data is not None and not format:
+        raise ConfigError("--data needs --format (criteo, avazu, movielens, libfm or csv)")
+    if rows is not None and data is not None:
+        raise ConfigError("--rows sizes the synthetic default; drop it when passing --data")
+    if tune_baseline and not do_compare:
+        raise ConfigError("--tune-baseline only applies to --compare; add --compare")
 
 
 def _report_run(metrics: dict[str, Any], out_dir: Optional[Path], as_json: bool) -> None:
-    if not _is_main():
+    if not is_main_process():
         return
     if as_json:
         print(json.dumps(jsonable(metrics), indent=2))

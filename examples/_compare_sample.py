@@ -42,7 +42,7 @@ def main(doc: str, data: Path, fmt: str, default_model: str) -> int:
     if not args.data.exists():
         print(f"data not found: {args.data}\nPut the shared data next to the repository (../shared/data) or pass --data.")
         return 0
-    cfg = TrainConfig(model=args.model, dim=args.dim, mlet_k=args.mlet_k, epochs=args.epochs, patience=args.patience,
+    cfg = TrainConfig(model=args.model, dim=args.dim, inner_dim=args.mlet_k, epochs=args.epochs, patience=args.patience,
                       save_state=False, data=DataSpec(path=str(args.data), format=fmt))
     res = compare_seeds(cfg, args.seeds, emb_lr_mults=args.emb_lr_mults, out=args.out)
     print(f"{args.model} on {args.data.name}, d={args.dim}, k={args.mlet_k}, seeds {args.seeds}")

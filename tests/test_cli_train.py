@@ -34,7 +34,7 @@ def test_train_writes_outputs_and_prints_metrics_json(run_dir):
     for name in ("model.safetensors", "factors.safetensors", "metrics.json", "config.json", "preprocessor.json"):
         assert (out / name).is_file(), name
     saved = json.loads((out / "metrics.json").read_text())
-    assert printed["test"] == saved["test"] and saved["mlet_k"] == 8
+    assert printed["test"] == saved["test"] and saved["inner_dim"] == 8
     assert set(saved["test"]) == {"auc", "logloss", "pr_auc"} and "pr_auc" in saved["set_b"]
 
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mlet_compress.data import (DataSplits, Preprocessor, load_dataset, load_eval_split, sample_log_frequency,
-                                split_indices)
+from mlet_compress.data import (DataSpec, DataSplits, Preprocessor, SyntheticConfig, load_dataset, load_eval_split,
+                                sample_log_frequency, split_indices)
 from mlet_compress.data import core
 from conftest import criteo_rows, write_lines
 from mlet_compress.errors import ConfigError, DataError
@@ -32,7 +33,8 @@ def test_vocab_train_only_min_freq_and_oov(tmp_path):
     train = _csv(tmp_path / "tr.csv", ["a", "b", "a", "c", "b", "a", "e", "e"])
     test = _csv(tmp_path / "te.csv", ["a", "b", "c", "d", "e", "zz"])
     val = _csv(tmp_path / "va.csv", ["d", "a"])
-    s = load_dataset(train, "csv", categorical=["cat"], val_data=val, test_data=test, min_freq=2, cache_dir=False)
+    s = load_dataset(DataSpec(path=train, format="csv", categorical=["cat"], val_data=val, test_data=test, min_freq=2,
+                              cache_dir=False))
     pre = s.preprocessor
     # a:3 -> id 1; b:2 and e:2 tie -> key order b (2), e (3); c (1x) is below min_freq -> OOV 0
     assert pre.vocab_sizes == [4] and pre.vocabs[0].to_pylist() == ["a", "b", "e"]
@@ -40,16 +42,17 @@ def test_vocab_train_only_min_freq_and_oov(tmp_path):
     np.testing.assert_array_equal(s.train.sparse[:, 0], [1, 2, 1, 0, 2, 1, 3, 3])
     np.testing.assert_array_equal(s.test.sparse[:, 0], [1, 2, 0, 0, 3, 0])  # c rare, d/zz unseen in train
     np.testing.assert_array_equal(s.val.sparse[:, 0], [0, 1])  # d is only in val/test: never in the vocab
-    s1 = load_dataset(train, "csv", categorical=["cat"], val_data=val, test_data=test, cache_dir=False)
+    s1 = load_dataset(DataSpec(path=train, format="csv", categorical=["cat"], val_data=val, test_data=test,
+                               cache_dir=False))
     assert s1.preprocessor.vocabs[0].to_pylist() == ["a", "b", "e", "c"]
     np.testing.assert_array_equal(s1.test.sparse[:, 0], [1, 2, 4, 0, 3, 0])
     with pytest.raises(ConfigError, match="min_freq"):
-        load_dataset(train, "csv", min_freq=0, cache_dir=False)
+        load_dataset(DataSpec(path=train, format="csv", min_freq=0, cache_dir=False))
 
 
 def test_dense_transforms(tmp_path):
     path, rows = _criteo(tmp_path, 70)
-    s = load_dataset(path, "criteo", cache_dir=False)
+    s = load_dataset(DataSpec(path=path, format="criteo", cache_dir=False))
     raw = np.array([[np.nan if v == "" else float(v) for v in r[1:14]] for r in rows[:60]])
     expect = np.log1p(np.maximum(np.nan_to_num(raw), 0)).astype(np.float32)
     np.testing.assert_array_equal(s.train.dense, expect)
@@ -58,16 +61,17 @@ def test_dense_transforms(tmp_path):
     tr = _csv(tmp_path / "tr.csv", ["a"] * 4, nums=[1.0, 2.0, 3.0, 6.0])
     te = write_lines(tmp_path / "te.csv", ["label,cat,num", "1,a,4", "0,a,"])
     va = _csv(tmp_path / "va.csv", ["a"], nums=[0.0])
-    s = load_dataset(tr, "csv", categorical=["cat"], numeric=["num"], val_data=va, test_data=te, cache_dir=False)
+    spec = DataSpec(path=tr, format="csv", categorical=["cat"], numeric=["num"], val_data=va, test_data=te,
+                    cache_dir=False)
+    s = load_dataset(spec)
     np.testing.assert_allclose(s.test.dense[:, 0], [(4 - 3) / np.sqrt(3.5), 0.0], rtol=1e-6)
-    s = load_dataset(tr, "csv", categorical=["cat"], numeric=["num"], val_data=va, test_data=te, cache_dir=False,
-                     numeric_transform="log1p")
+    s = load_dataset(dataclasses.replace(spec, numeric_transform="log1p"))
     np.testing.assert_allclose(s.test.dense[:, 0], [np.log(5), 0.0], rtol=1e-6)
 
 
 def test_preprocessor_json_round_trip(tmp_path):
     path, _ = _criteo(tmp_path, 70)
-    s = load_dataset(path, "criteo", min_freq=2, cache_dir=False)
+    s = load_dataset(DataSpec(path=path, format="criteo", min_freq=2, cache_dir=False))
     d = json.loads(json.dumps(s.preprocessor.to_dict()))
     pre = Preprocessor.from_dict(d)
     assert pre.vocab_sizes == s.preprocessor.vocab_sizes and pre.min_freq == 2
@@ -81,8 +85,9 @@ def test_preprocessor_json_round_trip(tmp_path):
 
 def test_sample_log_frequency(tmp_path):
     train = _csv(tmp_path / "tr.csv", ["a", "a", "a", "b"])
-    s = load_dataset(train, "csv", categorical=["cat"], test_data=_csv(tmp_path / "te.csv", ["a", "b", "q"]),
-                     val_data=_csv(tmp_path / "va.csv", ["a"]), cache_dir=False)
+    s = load_dataset(DataSpec(path=train, format="csv", categorical=["cat"],
+                              test_data=_csv(tmp_path / "te.csv", ["a", "b", "q"]),
+                              val_data=_csv(tmp_path / "va.csv", ["a"]), cache_dir=False))
     lf = sample_log_frequency(s.preprocessor, s.test.sparse)
     np.testing.assert_allclose(lf, [np.log(3), np.log(1), np.log(0.5)])
     two = np.stack([s.test.sparse[:, 0], s.test.sparse[:, 0]], 1)
@@ -113,7 +118,7 @@ def test_split_indices_rules():
 
 def test_criteo_time_split_is_file_order(tmp_path):
     path, rows = _criteo(tmp_path, 140)
-    s = load_dataset(path, "criteo", cache_dir=False)
+    s = load_dataset(DataSpec(path=path, format="criteo", cache_dir=False))
     assert s.info["rows"] == {"train": 120, "val": 10, "test": 10}
     np.testing.assert_array_equal(np.concatenate([s.train.labels, s.val.labels, s.test.labels]),
                                   [float(r[0]) for r in rows])
@@ -125,16 +130,16 @@ def test_random_split_determinism_and_external_files(tmp_path):
     cats = [f"k{i % 37}" for i in range(500)]
     path = _csv(tmp_path / "d.csv", cats)
     kw = {"categorical": ["cat"], "numeric": ["num"], "cache_dir": False}
-    a = load_dataset(path, "csv", seed=3, **kw)
-    b = load_dataset(path, "csv", seed=3, **kw)
-    c = load_dataset(path, "csv", seed=4, **kw)
+    a = load_dataset(DataSpec(path=path, format="csv", seed=3, **kw))
+    b = load_dataset(DataSpec(path=path, format="csv", seed=3, **kw))
+    c = load_dataset(DataSpec(path=path, format="csv", seed=4, **kw))
     assert a.info["rows"] == {"train": 400, "val": 50, "test": 50}
     np.testing.assert_array_equal(a.test.dense, b.test.dense)
     assert not np.array_equal(a.test.dense, c.test.dense)
     te = _csv(tmp_path / "te.csv", cats[:30])
-    s = load_dataset(path, "csv", test_data=te, cache_dir=False)
+    s = load_dataset(DataSpec(path=path, format="csv", test_data=te, cache_dir=False))
     assert s.info["rows"] == {"train": 444, "val": 56, "test": 30}
-    s = load_dataset(path, "csv", val_data=te, cache_dir=False)
+    s = load_dataset(DataSpec(path=path, format="csv", val_data=te, cache_dir=False))
     assert s.info["rows"] == {"train": 450, "val": 30, "test": 50}
 
 
@@ -154,26 +159,26 @@ def _same(a: DataSplits, b: DataSplits) -> None:
 def test_cache_hit_skips_parsing(tmp_path, monkeypatch):
     path, _ = _criteo(tmp_path, 140)
     cdir = tmp_path / "cache"
-    first = load_dataset(path, "criteo", cache_dir=cdir)
+    first = load_dataset(DataSpec(path=path, format="criteo", cache_dir=cdir))
     assert first.info["cache"]["hit"] is False and Path(first.info["cache"]["path"]).is_file()
     assert not [p for p in cdir.iterdir() if p.name.endswith(".tmp")]
     monkeypatch.setattr(core, "_read", _boom)
-    second = load_dataset(path, "criteo", cache_dir=cdir)
+    second = load_dataset(DataSpec(path=path, format="criteo", cache_dir=cdir))
     assert second.info["cache"]["hit"] is True
     _same(first, second)
     with pytest.raises(AssertionError, match="parser ran"):  # another option -> another key
-        load_dataset(path, "criteo", cache_dir=cdir, min_freq=2)
+        load_dataset(DataSpec(path=path, format="criteo", cache_dir=cdir, min_freq=2))
     path.write_bytes(path.read_bytes() + b"\n".join([b"\t".join(r.encode() for r in criteo_rows(1, 9)[0])]) + b"\n")
     with pytest.raises(AssertionError, match="parser ran"):  # new content -> another key
-        load_dataset(path, "criteo", cache_dir=cdir)
+        load_dataset(DataSpec(path=path, format="criteo", cache_dir=cdir))
 
 
 def test_corrupt_cache_entry_is_a_miss(tmp_path):
     path, _ = _criteo(tmp_path, 70)
     cdir = tmp_path / "cache"
-    first = load_dataset(path, "criteo", cache_dir=cdir)
+    first = load_dataset(DataSpec(path=path, format="criteo", cache_dir=cdir))
     Path(first.info["cache"]["path"]).write_bytes(b"garbage")
-    again = load_dataset(path, "criteo", cache_dir=cdir)
+    again = load_dataset(DataSpec(path=path, format="criteo", cache_dir=cdir))
     assert again.info["cache"]["hit"] is False
     _same(first, again)
 
@@ -188,45 +193,76 @@ def test_load_eval_split_reproduces_test(tmp_path, fmt, monkeypatch):
         path = _csv(tmp_path / "d.csv", [f"k{i % 13}" for i in range(300)])
         kw = {"seed": 7, "categorical": ["cat"], "numeric": ["num"]}
     cdir = tmp_path / "cache"
-    s = load_dataset(path, fmt, cache_dir=cdir, **kw)
+    spec = DataSpec(path=path, format=fmt, cache_dir=cdir, **kw)
+    s = load_dataset(spec)
     info = json.loads(json.dumps(s.info))
     pre_d = json.loads(json.dumps(s.preprocessor.to_dict()))
     for cache in (False, cdir):
-        t = load_eval_split(path, fmt, pre_d, info, cache_dir=cache, **kw)
+        t = load_eval_split(dataclasses.replace(spec, cache_dir=cache), pre_d, info)
         np.testing.assert_array_equal(t.sparse, s.test.sparse)
         np.testing.assert_array_equal(t.dense, s.test.dense)
         np.testing.assert_array_equal(t.labels, s.test.labels)
-    t = load_eval_split(None, None, pre_d, info, cache_dir=False)  # path and format from info
+    monkeypatch.setenv("MLET_CACHE_DIR", str(tmp_path / "no-cache"))
+    t = load_eval_split(None, pre_d, info)  # path, format and options from info
     np.testing.assert_array_equal(t.sparse, s.test.sparse)
     with pytest.raises(ConfigError, match="seed"):
-        load_eval_split(path, fmt, pre_d, info, cache_dir=False, seed=99)
+        load_eval_split(dataclasses.replace(spec, cache_dir=False, seed=99), pre_d, info)
     with open(path, "ab") as fh:  # one more (duplicated) row: the content hash changes
         fh.write(path.read_bytes().splitlines(keepends=True)[-1])
     with pytest.raises(DataError, match="sha256"):
-        load_eval_split(path, fmt, pre_d, info, cache_dir=False)
+        load_eval_split(dataclasses.replace(spec, cache_dir=False), pre_d, info)
 
 
 def test_load_eval_split_new_test_file(tmp_path):
     train = _csv(tmp_path / "tr.csv", ["a", "b", "a", "c"] * 10)
-    s = load_dataset(train, "csv", categorical=["cat"], cache_dir=False)
+    spec = DataSpec(path=train, format="csv", categorical=["cat"], cache_dir=False)
+    s = load_dataset(spec)
     new = _csv(tmp_path / "new.csv", ["c", "zz", "a"])
-    t = load_eval_split(train, "csv", s.preprocessor.to_dict(), s.info, test_data=new)
+    t = load_eval_split(dataclasses.replace(spec, test_data=new), s.preprocessor.to_dict(), s.info)
     vocab = s.preprocessor.vocabs[0].to_pylist()
     np.testing.assert_array_equal(t.sparse[:, 0], [vocab.index("c") + 1, 0, vocab.index("a") + 1])
 
 
 def test_synthetic_eval_split_and_options():
-    from mlet_compress.data import SyntheticConfig
-
     cfg = SyntheticConfig(num_rows=4000, vocab_sizes=(5, 50, 400), num_dense=2, block_rows=1024)
-    s = load_dataset(None, "synthetic", synthetic=cfg, seed=2, categorical=["c0", "c2"])
+    spec = DataSpec(format="synthetic", synthetic=cfg, seed=2, categorical=["c0", "c2"])
+    s = load_dataset(spec)
     assert s.preprocessor.field_names == ["c0", "c2"] and s.train.dense.shape[1] == 2
-    t = load_eval_split(None, "synthetic", s.preprocessor.to_dict(), json.loads(json.dumps(s.info)))
+    for eval_spec in (spec, None):  # the run's spec, or everything from info
+        t = load_eval_split(eval_spec, s.preprocessor.to_dict(), json.loads(json.dumps(s.info)))
+        np.testing.assert_array_equal(t.sparse, s.test.sparse)
+        np.testing.assert_array_equal(t.labels, s.test.labels)
+    with pytest.raises(ConfigError, match="seed"):  # a default seed is not the run's seed 2
+        load_eval_split(DataSpec(format="synthetic"), s.preprocessor.to_dict(), s.info)
+    # skip_bad_rows does not apply to generated rows (recorded as False): a run trained with it still evaluates
+    skipping = dataclasses.replace(spec, skip_bad_rows=True)
+    t = load_eval_split(skipping, load_dataset(skipping).preprocessor.to_dict(), s.info)
     np.testing.assert_array_equal(t.sparse, s.test.sparse)
-    np.testing.assert_array_equal(t.labels, s.test.labels)
     with pytest.raises(ConfigError, match="no path"):
-        load_dataset("x.csv", "synthetic")
+        load_dataset(DataSpec(path="x.csv", format="synthetic"))
     with pytest.raises(ConfigError, match="unknown"):
-        load_dataset(None, "tfrecord")
+        load_dataset(DataSpec(path=None, format="tfrecord"))
     with pytest.raises(ConfigError, match="fixed label"):
-        load_dataset("x.txt", "criteo", label="y")
+        load_dataset(DataSpec(path="x.txt", format="criteo", label="y"))
+
+
+# ------------------------------------------------------------------------------------------------ spec
+def test_data_spec_normalises_and_validates(tmp_path):
+    spec = DataSpec(path=tmp_path / "x.csv", format="csv", test_data=tmp_path / "t.csv", cache_dir=tmp_path)
+    assert (spec.path, spec.test_data, spec.cache_dir) == (str(tmp_path / "x.csv"), str(tmp_path / "t.csv"), str(tmp_path))
+    assert DataSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    syn = DataSpec(synthetic=SyntheticConfig(num_rows=1000))
+    assert syn.synthetic == SyntheticConfig(num_rows=1000).to_dict()
+    assert syn.synthetic_config() == SyntheticConfig(num_rows=1000)
+    bad = [(dict(synthetic={"rows": 5}), "unknown option"), (dict(numeric_transform="log1p"), "file formats"),
+           (dict(path="x.csv", format="csv", numeric_transform="sqrt"), "numeric_transform"),
+           (dict(path="x.csv", format="csv", categorical="cat"), "list of column names"),
+           (dict(format="csv"), "needs a data path"), (dict(format="tfrecord"), "unknown"),
+           (dict(min_freq=0), "min_freq")]
+    for kw, match in bad:
+        with pytest.raises(ConfigError, match=match):
+            DataSpec(**kw)
+    with pytest.raises(ConfigError, match="unknown option"):
+        DataSpec.from_dict({"path": None, "rows": 3})
+    with pytest.raises(ConfigError, match="takes a DataSpec"):
+        load_dataset("train.txt")

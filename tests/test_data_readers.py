@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mlet_compress.data.libfm import read_libfm
-from mlet_compress.data.movielens import GENRES, read_movielens
 from mlet_compress.data.readers_avazu import hour_features, read_avazu
 from mlet_compress.data.readers_criteo import read_criteo
 from mlet_compress.data.readers_csv import read_csv_table
+from mlet_compress.data.readers_libfm import read_libfm
+from mlet_compress.data.readers_movielens import GENRES, read_movielens
 from conftest import criteo_rows, write_lines
 from mlet_compress.errors import ConfigError, DataError
 
@@ -243,8 +244,6 @@ def test_parquet_matches_csv(tmp_path):
 
 
 def test_gzip_input_both_paths(tmp_path):
-    import gzip
-
     rows = criteo_rows(30, seed=5)
     plain = read_criteo(write_lines(tmp_path / "c.txt", ["\t".join(r) for r in rows]))
     gz = tmp_path / "c.txt.gz"

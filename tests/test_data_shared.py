@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlet_compress.data import load_dataset
-from mlet_compress.data.movielens import read_movielens
+from mlet_compress.data import DataSpec, load_dataset
 from mlet_compress.data.readers_avazu import read_avazu
 from mlet_compress.data.readers_criteo import read_criteo
+from mlet_compress.data.readers_movielens import read_movielens
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="shared data samples not present")
@@ -34,8 +34,8 @@ def test_criteo_sample_counts_and_header_variant(tmp_path):
     np.testing.assert_array_equal(csv.dense, tsv.dense[:1999])
     for f in (0, 21, 25):
         assert _codes_as_values(csv.columns[f]) == _codes_as_values(tsv.columns[f])[:1999]
-    s = load_dataset(DATA / "criteo_kaggle_sample" / "criteo_train_rows00001-08000.txt", "criteo",
-                     cache_dir=tmp_path)
+    s = load_dataset(DataSpec(path=DATA / "criteo_kaggle_sample" / "criteo_train_rows00001-08000.txt",
+                              format="criteo", cache_dir=tmp_path))
     assert s.info["rows"] == {"train": 6857, "val": 571, "test": 572}
     assert s.train.dense.min() == 0.0 and len(s.preprocessor.vocab_sizes) == 26
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlet_compress.data import SyntheticConfig, generate_synthetic, iter_synthetic, load_dataset, synthetic_vocab_sizes
+from mlet_compress.data import (DataSpec, SyntheticConfig, generate_synthetic, iter_synthetic, load_dataset,
+                                synthetic_vocab_sizes)
 from mlet_compress.data.synthetic import _truth, synthetic_raw
 from mlet_compress.errors import ConfigError
 from mlet_compress.metrics import roc_auc
@@ -62,7 +63,7 @@ def test_default_config_ctr_and_bayes_auc():
     n = len(raw)
     assert abs(raw.labels.mean() - cfg.target_ctr) < 5 * np.sqrt(0.25 * 0.75 / n) + 0.005
     assert abs(roc_auc(raw.labels, probs) - cfg.target_auc) < 0.01
-    s = load_dataset(None, "synthetic")
+    s = load_dataset(DataSpec(format="synthetic"))
     assert s.info["rows"] == {"train": 160_000, "val": 20_000, "test": 20_000}
     assert 0.75 <= s.info["synthetic_bayes"]["test_auc"] <= 0.81
     assert s.preprocessor.vocab_sizes[0] == 11 and s.preprocessor.field_names[0] == "c0"

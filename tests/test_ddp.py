@@ -15,13 +15,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from mlet_compress.train import DataSpec, TrainConfig, train
+from mlet_compress.training.ddp import distributed_session, is_main_process
 
 TINY = {"num_rows": 3000, "num_fields": 4, "min_vocab": 10, "max_vocab": 300, "num_dense": 2}
 
 
 def _cfg(k: int) -> TrainConfig:
     # global batch 64 = 2 ranks x 32; SGD with sparse table gradients (gloo all-reduces them sparse)
-    return TrainConfig(model="dlrm", dim=4, mlet_k=k, batch_size=64, max_steps_per_epoch=6, epochs=1,
+    return TrainConfig(model="dlrm", dim=4, inner_dim=k, batch_size=64, max_steps_per_epoch=6, epochs=1,
                        device="cpu", data=DataSpec(format="synthetic", synthetic=TINY),
                        model_kwargs={"bottom_mlp": [8], "top_mlp": [16]})
 
@@ -36,14 +37,13 @@ def _worker(rank: int, world: int, port: int, tmp: str, k: int) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    try:
+    with distributed_session():  # as the CLI does: the group train() joins is left on the way out
         res = train(_cfg(k), out=os.path.join(tmp, "run"))
         torch.save({"state": res.model.state_dict(), "metrics": res.metrics["test"],
                     "sparse": bool(next(m for m in res.model.modules() if isinstance(m, torch.nn.Embedding)).sparse)},
                    os.path.join(tmp, f"rank{rank}.pt"))
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        assert dist.is_initialized()
+    assert not dist.is_initialized()
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
@@ -65,3 +65,17 @@ def test_two_gloo_ranks_end_with_identical_parameters(tmp_path, k):
     single = train(_cfg(k)).model.state_dict()
     for key, value in single.items():
         assert torch.allclose(value, r0["state"][key], atol=1e-5, rtol=1e-4), key
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
+def test_distributed_session_leaves_the_group_after_an_error():
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            with distributed_session():
+                assert is_main_process()
+                raise RuntimeError("boom")
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -70,6 +70,7 @@ def _data(SparseFeat, DenseFeat, n=512, fields=3, vocab=40, seed=0):
 
 def test_wrap_deepctr_trains_and_collapses():
     pytest.importorskip("deepctr_torch", reason="deepctr-torch not installed (pip install mlet-compress[deepctr])")
+    # optional dependency (the deepctr extra): imported only after the skip check above
     from deepctr_torch.inputs import DenseFeat, SparseFeat, get_feature_names
     from deepctr_torch.models import DeepFM
 

@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from mlet_compress import MLETConfig, wrap
-from mlet_compress.errors import ConfigError
+from mlet_compress import MLETConfig, collapse, wrap
+from mlet_compress.errors import ConfigError, NumericalError
 from mlet_compress.models import MODELS, build_model
 from mlet_compress.train import (DataSpec, TrainConfig, build_training_model, count_parameters, load_data,
                                  param_groups, train)
 from mlet_compress.training.ddp import DistInfo, shard_indices
-from mlet_compress.training.loop import TensorData, fit
+from mlet_compress.training.loop import FitHooks, LoopSettings, TensorData, TrainCallback, epoch_order, fit
 
 TINY = {"num_rows": 3000, "num_fields": 4, "min_vocab": 10, "max_vocab": 300, "num_dense": 2}
 
@@ -27,7 +27,7 @@ def tiny_splits():
 
 
 def tiny_cfg(**kw) -> TrainConfig:
-    base = dict(dim=4, mlet_k=8, batch_size=64, save_state=False, device="cpu",
+    base = dict(dim=4, inner_dim=8, batch_size=64, save_state=False, device="cpu",
                 data=DataSpec(format="synthetic", synthetic=TINY))
     base.update(kw)
     return TrainConfig(**base)
@@ -44,7 +44,7 @@ def test_config_defaults_follow_the_paper():
     assert (explicit.optimizer, explicit.lr, explicit.init_std) == ("adagrad", 0.05, 0.1)
 
 
-@pytest.mark.parametrize("bad", [dict(dim=0), dict(mlet_k=-1), dict(optimizer="adam"), dict(lr=0.0),
+@pytest.mark.parametrize("bad", [dict(dim=0), dict(inner_dim=-1), dict(optimizer="adam"), dict(lr=0.0),
                                  dict(emb_lr_mult=0), dict(select="acc"), dict(epochs=0), dict(patience=0),
                                  dict(hash_ratio=1.5), dict(batch_size=0)])
 def test_config_rejects_bad_values(bad):
@@ -99,8 +99,6 @@ def test_count_parameters_training_vs_inference():
     m = _tiny_dlrm(sparse=False, k=8)
     counts = count_parameters(m)
     assert counts["embedding"] == (50 + 30 + 20) * 8 + 3 * 4 * 8
-    from mlet_compress import collapse
-
     collapse(m)
     assert count_parameters(m)["embedding"] == (50 + 30 + 20) * 4
 
@@ -119,13 +117,50 @@ def test_fit_selects_best_epoch_and_stops_early(tiny_splits):
         snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
         return {"auc": next(scores), "logloss": 0.5, "pr_auc": 0.5}
 
+    settings = LoopSettings(epochs=6, batch_size=256, seed=0, select="auc", patience=2, max_steps_per_epoch=2)
     st = fit(model, opt, TensorData.from_tabular(tiny_splits.train), TensorData.from_tabular(tiny_splits.val),
-             epochs=6, batch_size=256, seed=0, select="auc", patience=2, device=torch.device("cpu"),
-             evaluate_fn=scripted, max_steps_per_epoch=2)
+             settings, device=torch.device("cpu"), evaluate_fn=scripted)
     assert (st.epoch, st.best_epoch, st.stopped_early) == (4, 2, True)
     assert [r["val"]["auc"] for r in st.history] == [0.6, 0.7, 0.65, 0.64]
     for k, v in st.best_state.items():
         assert torch.equal(v, snapshots[1][k])
+
+
+def test_loop_settings_validate_and_mirror_the_train_config():
+    cfg = tiny_cfg(epochs=3, patience=None, select="logloss", max_steps_per_epoch=7, eval_batch_size=99, log_every=2)
+    s = LoopSettings.from_config(cfg)
+    assert s == LoopSettings(epochs=3, batch_size=64, seed=0, select="logloss", patience=None, max_steps_per_epoch=7,
+                             eval_batch_size=99, log_every=2)
+    for bad in (dict(epochs=0), dict(batch_size=0), dict(select="acc"), dict(patience=0), dict(max_steps_per_epoch=0),
+                dict(eval_batch_size=0), dict(log_every=0), dict(epochs=1.5)):
+        with pytest.raises(ConfigError, match="LoopSettings"):
+            LoopSettings(**{"epochs": 1, "batch_size": 8, **bad})
+
+
+def test_epoch_order_is_seeded_per_epoch_and_sharded():
+    a = epoch_order(10, seed=3, epoch=2, info=DistInfo())
+    assert torch.equal(a, epoch_order(10, seed=3, epoch=2, info=DistInfo()))
+    assert not torch.equal(a, epoch_order(10, seed=3, epoch=3, info=DistInfo()))
+    assert torch.equal(epoch_order(10, seed=3, epoch=2, info=DistInfo(rank=1, world_size=2)), a[1::2])
+
+
+def test_fit_hooks_are_called(tiny_splits):
+    torch.manual_seed(0)
+    model = build_model("dlrm", vocab_sizes=tiny_splits.preprocessor.vocab_sizes, num_dense=2, embed_dim=4,
+                        bottom_mlp=[8], top_mlp=[8])
+    calls = {"backward": 0, "epochs": [], "steps": []}
+
+    class Progress(TrainCallback):
+        def on_step(self, step, loss, samples_per_s):
+            calls["steps"].append(step)
+
+    hooks = FitHooks(callback=Progress(), on_epoch_end=lambda st: calls["epochs"].append(st.epoch),
+                     after_backward=lambda: calls.__setitem__("backward", calls["backward"] + 1))
+    st = fit(model, torch.optim.SGD(model.parameters(), lr=0.1), TensorData.from_tabular(tiny_splits.train), None,
+             LoopSettings(epochs=2, batch_size=64, max_steps_per_epoch=5, log_every=2), device=torch.device("cpu"),
+             hooks=hooks)
+    assert calls == {"backward": 10, "epochs": [1, 2], "steps": [2, 4, 5, 7, 9, 10]}
+    assert (st.step, st.best_epoch) == (10, 2)  # no validation: the last epoch is kept
 
 
 def test_shard_indices_cover_every_row_once_per_rank_set():
@@ -140,7 +175,7 @@ def test_shard_indices_cover_every_row_once_per_rank_set():
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_model_trains_with_and_without_mlet(tiny_splits, name, k):
     torch.manual_seed(0)
-    res = train(tiny_cfg(model=name, mlet_k=k, max_steps_per_epoch=4, log_every=1), tiny_splits)
+    res = train(tiny_cfg(model=name, inner_dim=k, max_steps_per_epoch=4, log_every=1), tiny_splits)
     m = res.metrics
     assert m["history"][0]["steps"] == 4 and math.isfinite(m["history"][0]["train_loss"])
     assert 0.0 <= m["test"]["auc"] <= 1.0 and math.isfinite(m["test"]["logloss"])
@@ -186,7 +221,7 @@ def test_training_learns_on_synthetic_data(k):
     """250 steps on the synthetic generator (Bayes-optimal AUC 0.85) reach a clearly learned AUC."""
     spec = DataSpec(format="synthetic", synthetic={"num_rows": 40000, "num_fields": 6, "min_vocab": 5,
                                                    "max_vocab": 500, "target_auc": 0.85, "num_dense": 2})
-    cfg = TrainConfig(model="deepfm", dim=8, mlet_k=k, batch_size=128, max_steps_per_epoch=250, save_state=False,
+    cfg = TrainConfig(model="deepfm", dim=8, inner_dim=k, batch_size=128, max_steps_per_epoch=250, save_state=False,
                       device="cpu", data=spec)
     res = train(cfg)
     assert res.metrics["test"]["auc"] > 0.7
@@ -206,7 +241,7 @@ def test_same_seed_same_metrics_different_seed_different(tiny_splits):
 
 def test_emb_lr_mult_scales_only_the_embedding_step(tiny_splits):
     """First SGD step: tables move emb_lr_mult times further, every other parameter moves identically."""
-    base = tiny_cfg(model="dlrm", mlet_k=0, max_steps_per_epoch=1, optimizer="sgd")
+    base = tiny_cfg(model="dlrm", inner_dim=0, max_steps_per_epoch=1, optimizer="sgd")
     torch.manual_seed(base.seed)
     init = build_training_model(base.resolved(), tiny_splits, True).state_dict()
     a = train(base, tiny_splits).model.state_dict()
@@ -223,7 +258,5 @@ def test_emb_lr_mult_scales_only_the_embedding_step(tiny_splits):
 
 
 def test_divergence_is_a_numerical_error(tiny_splits):
-    from mlet_compress.errors import NumericalError
-
     with pytest.raises(NumericalError, match="lower --lr"):
         train(tiny_cfg(optimizer="sgd", lr=1e30, max_steps_per_epoch=10), tiny_splits)

@@ -8,10 +8,11 @@ import json
 import pytest
 import torch
 
-from mlet_compress import load_checkpoint
-from mlet_compress.errors import ConfigError
+from mlet_compress import LowRankConfig, QuantConfig, compress_, load_checkpoint, load_model_state, save_checkpoint
+from mlet_compress.errors import CheckpointError, ConfigError
 from mlet_compress.models import build_model
-from mlet_compress.train import DataSpec, TrainConfig, compare, evaluate_checkpoint, load_data, train
+from mlet_compress.train import (DataSpec, TrainConfig, compare, evaluate_checkpoint, load_data, resume_run,
+                                 train)
 
 TINY = {"num_rows": 3000, "num_fields": 4, "min_vocab": 10, "max_vocab": 300, "num_dense": 2}
 SPEC = DataSpec(format="synthetic", synthetic=TINY)
@@ -23,7 +24,7 @@ def splits():
 
 
 def cfg(**kw) -> TrainConfig:
-    base = dict(model="deepfm", dim=4, mlet_k=8, batch_size=64, device="cpu", data=SPEC, max_steps_per_epoch=8)
+    base = dict(model="deepfm", dim=4, inner_dim=8, batch_size=64, device="cpu", data=SPEC, max_steps_per_epoch=8)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -100,8 +101,59 @@ def test_resume_continues_to_the_same_result(tmp_path, splits):
         train(cfg(epochs=3, dim=8), splits, out=part, resume=True)
 
 
+def test_resume_run_reads_the_saved_config(tmp_path, splits):
+    """resume_run(dir, epochs=...) == train(saved config with those epochs, resume=True); bad directories fail clearly."""
+    full = train(cfg(epochs=3, patience=None), splits, out=tmp_path / "full")
+    part = tmp_path / "part"
+    train(cfg(epochs=1, patience=None), splits, out=part)
+    resumed = resume_run(part, epochs=3, patience=5)
+    assert resumed.config.patience == 5 and resumed.config.epochs == 3
+    assert resumed.metrics["epochs_run"] == 3 and resumed.metrics["test"] == full.metrics["test"]
+    assert json.loads((part / "config.json").read_text())["train_config"]["epochs"] == 3
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="no train_config"):
+        resume_run(tmp_path / "empty")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        resume_run(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="epochs"):
+        resume_run(part, epochs=0)
+
+
+def _as_0_1_0(train_config: dict) -> dict:
+    """A 0.1.0 ``train_config``: MLET's k under ``mlet_k``, and a data spec without ``numeric_transform``."""
+    old = {("mlet_k" if k == "inner_dim" else k): v for k, v in train_config.items()}
+    old["data"] = {k: v for k, v in old["data"].items() if k != "numeric_transform"}
+    return old
+
+
+def test_a_0_1_0_run_directory_still_resumes_and_evaluates(tmp_path, splits):
+    """config.json / state.pt written by 0.1.0 (key ``mlet_k``) resume to the same result and evaluate."""
+    full = train(cfg(epochs=2, patience=None), splits, out=tmp_path / "full")
+    old = tmp_path / "old"
+    one = train(cfg(epochs=1, patience=None), splits, out=old)
+    run_cfg = json.loads((old / "config.json").read_text())
+    run_cfg["train_config"] = _as_0_1_0(run_cfg["train_config"])
+    (old / "config.json").write_text(json.dumps(run_cfg))
+    state = torch.load(old / "state.pt", weights_only=True)
+    state["config"] = json.dumps(_as_0_1_0(json.loads(state["config"])))
+    torch.save(state, old / "state.pt")
+    assert TrainConfig.from_dict(run_cfg["train_config"]) == one.config
+    # a checkpoint without embedded run metadata: eval reads the 0.1.0 config.json beside it
+    ckpt = load_checkpoint(old / "model.safetensors")
+    model = build_model(ckpt.model_info["name"], **ckpt.model_info["config"])
+    model.load_state_dict(ckpt.tensors, strict=True)
+    save_checkpoint(model, old / "bare.safetensors", model_info=ckpt.model_info)
+    assert evaluate_checkpoint(old / "bare.safetensors", device="cpu")["test"] == pytest.approx(one.metrics["test"])
+    resumed = resume_run(old, epochs=2)
+    assert resumed.config.inner_dim == 8 and resumed.metrics["inner_dim"] == 8
+    assert resumed.metrics["epochs_run"] == 2 and resumed.metrics["test"] == full.metrics["test"]
+    with pytest.raises(ConfigError, match="both 'mlet_k'"):
+        TrainConfig.from_dict({**one.config.to_dict(), "mlet_k": 8})
+
+
 def test_compare_with_tuned_baselines(tmp_path, splits):
-    res = compare(cfg(model="dlrm", mlet_k=8, max_steps_per_epoch=5), splits, emb_lr_mults=[1, 4], out=tmp_path / "cmp")
+    res = compare(cfg(model="dlrm", inner_dim=8, max_steps_per_epoch=5), splits, emb_lr_mults=[1, 4], out=tmp_path / "cmp")
     assert [r["variant"] for r in res.rows] == ["single d=4", "single d=4 emb-lr×4", "MLET k=8 d=4"]
     assert [r["role"] for r in res.rows] == ["baseline", "tuned", "mlet"]
     base, _, mlet = res.rows
@@ -114,10 +166,6 @@ def test_compare_with_tuned_baselines(tmp_path, splits):
 
 
 def test_hashed_training_saves_a_hashed_checkpoint(tmp_path, splits):
-    import mlet_compress
-
-    if not hasattr(mlet_compress, "compress_"):
-        pytest.skip("mlet_compress.compress_ (hashing stage) not available yet")
     res = train(cfg(hash_ratio=0.5, hash_min_rows=100, max_steps_per_epoch=3), splits, out=tmp_path / "h")
     ckpt = load_checkpoint(tmp_path / "h" / "model.safetensors")
     hashed = [t for t in ckpt.tables.values() if t.hash]
@@ -138,16 +186,11 @@ def test_select_logloss_picks_the_lowest_validation_logloss(tmp_path, splits):
 def test_eval_of_compressed_checkpoints(run, splits, tmp_path, stage):
     """A checkpoint compressed after training (SVD / int8) evaluates on the same test rows; at full rank
     SVD is exact and int8 moves the metrics by little."""
-    import mlet_compress
-    from mlet_compress import LowRankConfig, QuantConfig, save_checkpoint
-
-    if not hasattr(mlet_compress, "compress_") or not hasattr(mlet_compress, "load_model_state"):
-        pytest.skip("mlet_compress.compress_/load_model_state not exported yet")
     res, out = run
     ckpt = load_checkpoint(out / "model.safetensors")
     model = build_model(ckpt.model_info["name"], **ckpt.model_info["config"])
-    mlet_compress.load_model_state(model, ckpt)
-    mlet_compress.compress_(model, LowRankConfig(rank=4) if stage == "svd" else QuantConfig(bits=8))
+    load_model_state(model, ckpt)
+    compress_(model, LowRankConfig(rank=4) if stage == "svd" else QuantConfig(bits=8))
     path = save_checkpoint(model, tmp_path / f"{stage}.safetensors", model_info=ckpt.model_info, extra=ckpt.extra)
     ev = evaluate_checkpoint(path, device="cpu")
     assert ev["rows"] == len(splits.test) and set(ev["tables"]) >= {"lowrank" if stage == "svd" else "quantized"}

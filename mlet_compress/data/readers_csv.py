@@ -22,6 +22,9 @@ from ..errors import ConfigError, DataError
 from .textio import ColSpec, dense_matrix, in_set, raw_column, read_delimited, sniff_first_line, to_numpy
 from .types import RawTable
 
+# pyarrow is imported inside the functions that use it (lean import): `import mlet_compress.data` and the
+# synthetic path never load it.
+
 PARQUET_SUFFIXES = (".parquet", ".pq")
 _LABEL_NAMES = ("label", "click", "target", "y")
 

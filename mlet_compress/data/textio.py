@@ -19,6 +19,10 @@ from typing import Callable
 import numpy as np
 
 from ..errors import DataError
+from .types import RawColumn
+
+# pyarrow is imported inside the functions that use it (lean import): `import mlet_compress.data` and the
+# synthetic path never load it.
 
 _INT_RE = r"^[+-]?[0-9]+$"
 _FLOAT_RE = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$|^[+-]?(?i:nan|inf|infinity)$"
@@ -247,8 +251,6 @@ def raw_column(arr):
     """A pyarrow (chunked) string or dictionary column as a :class:`RawColumn` (null and '' -> -1)."""
     import pyarrow as pa
     import pyarrow.compute as pc
-
-    from .types import RawColumn
 
     if isinstance(arr, pa.Array):
         arr = pa.chunked_array([arr])

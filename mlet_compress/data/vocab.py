@@ -21,6 +21,9 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from .types import RawColumn, RawTable, TabularData
 
+# pyarrow is imported inside the functions that use it (lean import): `import mlet_compress.data` and the
+# synthetic path never load it.
+
 DENSE_TRANSFORMS = ("log1p", "standardize", "none")
 _VERSION = 1
 

@@ -5,16 +5,20 @@ found that raising only the embedding tables' learning rate recovers much of MLE
 ``emb_lr_mults`` the comparison also trains single-layer models with those embedding-lr multipliers
 and reports MLET against the *best of them on validation*, beside the paper's fixed-lr baseline.
 
-Example:
-    >>> from mlet_compress.train import TrainConfig, compare
-    >>> res = compare(TrainConfig(model="dlrm", dim=16, mlet_k=64), emb_lr_mults=[1, 4, 10])
-    >>> [row["variant"] for row in res.rows]  # doctest: +SKIP
+Example (``compare`` trains four models on the synthetic default, so only the variant list is run here):
+    >>> from mlet_compress.train import TrainConfig, compare, compare_variants
+    >>> cfg = TrainConfig(model="dlrm", dim=16, inner_dim=64)
+    >>> [(c.variant, role) for c, role in compare_variants(cfg, emb_lr_mults=[1, 4, 10])]
+    [('single d=16', 'baseline'), ('single d=16 emb-lr×4', 'tuned'), ('single d=16 emb-lr×10', 'tuned'), ('MLET k=64 d=16', 'mlet')]
+    >>> res = compare(cfg, emb_lr_mults=[1, 4, 10])          # doctest: +SKIP
+    >>> [row["variant"] for row in res.rows]                # doctest: +SKIP
     ['single d=16', 'single d=16 emb-lr×4', 'single d=16 emb-lr×10', 'MLET k=64 d=16']
 """
 
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -91,16 +95,16 @@ def _delta(mlet: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
 def compare_variants(cfg: TrainConfig, emb_lr_mults: Optional[Sequence[float]] = None) -> list[tuple[TrainConfig, str]]:
     """The configs :func:`compare` trains: baseline (k=0, ×1), tuned baselines (k=0, ×m), MLET.
 
-    ``cfg.mlet_k == 0`` is treated as 64 for the MLET variant (the paper's strong default).
+    ``cfg.inner_dim == 0`` is treated as 64 for the MLET variant (the paper's strong default).
     """
-    k = cfg.mlet_k or 64
-    variants = [(dataclasses.replace(cfg, mlet_k=0, emb_lr_mult=1.0), "baseline")]
+    k = cfg.inner_dim or 64
+    variants = [(dataclasses.replace(cfg, inner_dim=0, emb_lr_mult=1.0), "baseline")]
     for mult in emb_lr_mults or ():
         if float(mult) <= 0:
             raise ConfigError(f"emb_lr_mults must be > 0, got {mult}")
         if float(mult) != 1.0:
-            variants.append((dataclasses.replace(cfg, mlet_k=0, emb_lr_mult=float(mult)), "tuned"))
-    variants.append((dataclasses.replace(cfg, mlet_k=k), "mlet"))
+            variants.append((dataclasses.replace(cfg, inner_dim=0, emb_lr_mult=float(mult)), "tuned"))
+    variants.append((dataclasses.replace(cfg, inner_dim=k), "mlet"))
     return variants
 
 
@@ -116,7 +120,7 @@ def compare(
     """Train single-layer and MLET models on the same data and seed and compare them.
 
     Args:
-        cfg: the shared settings (``mlet_k`` = the MLET variant's k; 0 means 64).
+        cfg: the shared settings (``inner_dim`` = the MLET variant's k; 0 means 64).
         splits: a ``DataSplits`` (``None`` loads ``cfg.data`` once for all variants).
         emb_lr_mults: also train single-layer baselines with these embedding-lr multipliers
             (``--tune-baseline``; ×1 is the paper baseline and is always trained).
@@ -181,8 +185,6 @@ def compare_seeds(
         "summary": {"vs_paper": {...}, "vs_best": {...}, "best_variant"}}`` where deltas are means over
         seeds and ``best_variant`` is the baseline with the best mean validation score.
     """
-    import statistics
-
     if not seeds:
         raise ConfigError("compare_seeds needs at least one seed")
     cfg = cfg.resolved()

@@ -1,7 +1,9 @@
-"""Training settings: :class:`DataSpec` (what to read) and :class:`TrainConfig` (how to train).
+"""Training settings: :class:`TrainConfig` (how to train), holding a :class:`DataSpec` (what to read).
 
-Both are dataclasses validated on construction that round-trip through JSON (``to_dict`` /
-``from_dict``), so a run directory's ``config.json`` rebuilds the exact run (``--resume``, ``eval``).
+``DataSpec`` lives in :mod:`mlet_compress.data.spec` (the data package does not depend on training) and
+is re-exported here. Both are dataclasses validated on construction that round-trip through JSON
+(``to_dict`` / ``from_dict``), so a run directory's ``config.json`` rebuilds the exact run
+(``--resume``, ``eval``).
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from ..data.spec import DataSpec
 from ..errors import ConfigError
+from ..models import default_optimizer
 
 OPTIMIZERS = ("sgd", "adagrad")
 SELECT = ("auc", "logloss")
@@ -25,60 +29,14 @@ def _from_dict(cls, d: dict[str, Any]):
 
 
 @dataclass
-class DataSpec:
-    """Where the data comes from and how it is preprocessed and split (stored with every run).
-
-    Attributes:
-        path: data file or folder; ``None`` with ``format="synthetic"`` = the embedded generator.
-        format: ``synthetic``, ``criteo``, ``avazu``, ``movielens``, ``libfm`` or ``csv`` (validated by the
-            data loader).
-        label / categorical / numeric: column choices of the generic csv/parquet reader.
-        val_data / test_data: pre-split files of the same format (no split drawn from ``path``).
-        min_freq: categories seen fewer times in training map to the field's out-of-vocabulary id.
-        seed: the split (and synthetic generator) seed; independent of the training seed so that
-            several training seeds see the same split.
-        skip_bad_rows: skip and count malformed rows instead of failing.
-        cache_dir: where parsed arrays are cached (``None`` = the reader's default).
-        synthetic: keyword arguments of ``SyntheticConfig`` (``None`` = the training default).
-    """
-
-    path: Optional[str] = None
-    format: str = "synthetic"
-    label: Optional[str] = None
-    categorical: Optional[list[str]] = None
-    numeric: Optional[list[str]] = None
-    val_data: Optional[str] = None
-    test_data: Optional[str] = None
-    min_freq: int = 1
-    seed: int = 0
-    skip_bad_rows: bool = False
-    cache_dir: Optional[str] = None
-    synthetic: Optional[dict[str, Any]] = None
-
-    def __post_init__(self) -> None:
-        if self.format != "synthetic" and not self.path:
-            raise ConfigError(f"data format {self.format!r} needs a data path (--data PATH)")
-        if self.min_freq < 1:
-            raise ConfigError(f"min_freq must be >= 1, got {self.min_freq}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable fields (inverse of :meth:`from_dict`)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DataSpec":
-        """Rebuild from :meth:`to_dict` output; unknown keys raise :class:`ConfigError`."""
-        return _from_dict(cls, d)
-
-
-@dataclass
 class TrainConfig:
     """One training run. ``None`` fields take the paper's defaults for the model (see :meth:`resolved`).
 
     Attributes:
         model: one of ``mlet_compress.models.MODELS`` (``dlrm``, ``wdl``, ``deepfm``, ...).
         dim: embedding dimension d at inference.
-        mlet_k: MLET inner dimension k; 0 trains plain single-layer tables.
+        inner_dim: MLET inner dimension k (``MLETConfig.inner_dim``; the CLI's ``--mlet-k``); 0 trains plain
+            single-layer tables. ``from_dict`` also reads the 0.1.0 name ``mlet_k``.
         init_std: std of MLET's Gaussian projection (paper: 0.25 DLRM, 0.5 others).
         hash_ratio: hash tables of >= ``hash_min_rows`` rows to this fraction of their rows (training-time).
         hash_min_rows: smallest table that is hashed.
@@ -103,14 +61,14 @@ class TrainConfig:
         data: the :class:`DataSpec` of the run.
 
     Example:
-        >>> cfg = TrainConfig(model="dlrm", dim=8, mlet_k=64).resolved()
+        >>> cfg = TrainConfig(model="dlrm", dim=8, inner_dim=64).resolved()
         >>> cfg.optimizer, cfg.lr
         ('sgd', 0.2)
     """
 
     model: str = "dlrm"
     dim: int = 16
-    mlet_k: int = 64
+    inner_dim: int = 64
     init_std: Optional[float] = None
     hash_ratio: Optional[float] = None
     hash_min_rows: int = 1000
@@ -138,8 +96,8 @@ class TrainConfig:
             self.data = DataSpec.from_dict(self.data)
         checks = [
             (isinstance(self.dim, int) and self.dim >= 1, f"dim must be a positive integer, got {self.dim!r}"),
-            (isinstance(self.mlet_k, int) and self.mlet_k >= 0,
-             f"mlet_k must be >= 0 (0 = single-layer), got {self.mlet_k!r}"),
+            (isinstance(self.inner_dim, int) and self.inner_dim >= 0,
+             f"inner_dim (MLET k) must be an integer >= 0 (0 = single-layer), got {self.inner_dim!r}"),
             (self.init_std is None or self.init_std > 0, f"init_std must be > 0, got {self.init_std}"),
             (self.hash_ratio is None or 0.0 < self.hash_ratio < 1.0,
              f"hash_ratio must be in (0, 1), got {self.hash_ratio}"),
@@ -164,13 +122,13 @@ class TrainConfig:
 
     @property
     def is_mlet(self) -> bool:
-        """True when the embedding tables are trained as MLET factors (``mlet_k > 0``)."""
-        return self.mlet_k > 0
+        """True when the embedding tables are trained as MLET factors (``inner_dim > 0``)."""
+        return self.inner_dim > 0
 
     @property
     def variant(self) -> str:
         """A short label: ``single d=16`` or ``MLET k=64 d=16`` (plus the lr multiplier when not 1)."""
-        base = f"MLET k={self.mlet_k} d={self.dim}" if self.is_mlet else f"single d={self.dim}"
+        base = f"MLET k={self.inner_dim} d={self.dim}" if self.is_mlet else f"single d={self.dim}"
         if self.emb_lr_mult != 1.0:
             base += f" emb-lr×{self.emb_lr_mult:g}"
         return base
@@ -181,8 +139,6 @@ class TrainConfig:
         Raises:
             ConfigError: unknown model name.
         """
-        from ..models import default_optimizer
-
         d = default_optimizer(self.model)
         return dataclasses.replace(
             self,
@@ -200,8 +156,27 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        """Rebuild from :meth:`to_dict` output; unknown keys raise :class:`ConfigError`."""
-        return _from_dict(cls, dict(d))
+        """Rebuild from :meth:`to_dict` output (a missing key takes its default).
+
+        The 0.1.0 key ``mlet_k`` is read as ``inner_dim``, so older ``config.json`` / ``state.pt`` files
+        still resume and evaluate.
+
+        Raises:
+            ConfigError: an unknown key, both ``mlet_k`` and ``inner_dim``, or an invalid value.
+
+        Example:
+            >>> TrainConfig.from_dict({"model": "dlrm", "mlet_k": 32}).inner_dim
+            32
+        """
+        d = dict(d)
+        if "mlet_k" in d:
+            if "inner_dim" in d:
+                raise ConfigError(
+                    f"TrainConfig: both 'mlet_k' ({d['mlet_k']!r}, the 0.1.0 name) and 'inner_dim' "
+                    f"({d['inner_dim']!r}) given; keep only inner_dim"
+                )
+            d["inner_dim"] = d.pop("mlet_k")
+        return _from_dict(cls, d)
 
 
 __all__ = ["TrainConfig", "DataSpec", "OPTIMIZERS", "SELECT"]

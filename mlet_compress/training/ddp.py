@@ -9,12 +9,14 @@ tables stay sparse on CPU; NCCL does not, so on GPU the tables are created with 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..errors import ConfigError
 
@@ -143,8 +145,6 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device, info: DistInfo) -> tu
     Returns:
         ``(ddp_model, hook_or_None)``: call the hook after every ``backward()``.
     """
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
     names, params = [], []
     for mname, mod in model.named_modules():
         if isinstance(mod, (torch.nn.Embedding, torch.nn.EmbeddingBag)) or not getattr(mod, "sparse", False):
@@ -187,4 +187,34 @@ def all_mean(value: float, info: DistInfo) -> float:
     return float(t.item()) / info.world_size
 
 
-__all__ = ["DistInfo", "SparseGradSync", "wrap_ddp", "setup", "resolve_device", "shard_indices", "per_rank_batch", "barrier", "all_mean"]
+def is_main_process() -> bool:
+    """False on DDP ranks other than 0 of an initialised process group (only rank 0 prints or writes)."""
+    return not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)
+
+
+def teardown() -> None:
+    """Leave the process group that :func:`setup` joined (no-op when none is initialised)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def distributed_session() -> Iterator[None]:
+    """Run a command that may join a ``torchrun`` process group, and leave the group when it ends.
+
+    ``train``/``compare`` join the group lazily (:func:`setup`); this context destroys it on the way
+    out, also after an error, so every rank exits cleanly. Outside ``torchrun`` it does nothing.
+
+    Example:
+        >>> with distributed_session():
+        ...     is_main_process()
+        True
+    """
+    try:
+        yield
+    finally:
+        teardown()
+
+
+__all__ = ["DistInfo", "SparseGradSync", "wrap_ddp", "setup", "resolve_device", "shard_indices", "per_rank_batch",
+           "barrier", "all_mean", "is_main_process", "teardown", "distributed_session"]

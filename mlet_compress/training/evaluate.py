@@ -13,12 +13,17 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
+import torch
+from torch import nn
 
+from .. import load_checkpoint, load_model_state
+from ..data import DataSpec, Preprocessor, TabularData, load_eval_split, sample_log_frequency
 from ..errors import CheckpointError
+from ..metrics import evaluate
+from ..models import build_model
 from . import outputs as out_files
-from .config import DataSpec
 from .ddp import DistInfo, resolve_device
-from .loop import TensorData, predict
+from .predict import TensorData, predict
 
 
 def _run_meta(path: Path, ckpt: Any) -> tuple[dict, dict, dict, dict]:
@@ -46,16 +51,26 @@ def _run_meta(path: Path, ckpt: Any) -> tuple[dict, dict, dict, dict]:
     return minfo, spec, info, pre
 
 
-def load_eval_data(spec: DataSpec, info: dict, preprocessor: dict):
-    """The training run's test split re-read from the raw data with the saved vocabularies (``TabularData``)."""
-    from ..data import SyntheticConfig, load_eval_split
+def _with_overrides(spec_d: dict, *, data: Optional[str], format: Optional[str],
+                    test_data: Optional[str]) -> DataSpec:
+    """The run's :class:`DataSpec` with the ``eval`` command's data path / format / test file, where given."""
+    spec_d = dict(spec_d)
+    if data is not None:
+        spec_d["path"] = str(data)
+    if format is not None:
+        spec_d["format"] = format
+    if test_data is not None:
+        spec_d["test_data"] = str(test_data)
+    return DataSpec.from_dict(spec_d)
 
-    synthetic = SyntheticConfig.from_dict(spec.synthetic) if spec.format == "synthetic" and spec.synthetic else None
-    return load_eval_split(
-        spec.path, spec.format, preprocessor, info, test_data=spec.test_data, label=spec.label,
-        categorical=spec.categorical, numeric=spec.numeric, val_data=spec.val_data, min_freq=spec.min_freq,
-        seed=spec.seed, skip_bad_rows=spec.skip_bad_rows, cache_dir=spec.cache_dir, synthetic=synthetic,
-    )
+
+def _test_metrics(model: nn.Module, test: TabularData, pre: Preprocessor, batch_size: int,
+                  device: torch.device) -> dict[str, Any]:
+    """``metrics.evaluate`` of the model's predictions on ``test``, with the frequency sets A / B."""
+    tensors = TensorData.from_tabular(test)
+    probs = predict(model, tensors, batch_size, device)
+    log_freq = np.asarray(sample_log_frequency(pre, test.sparse), dtype=np.float64)
+    return evaluate(tensors.labels.numpy().astype(np.float64), probs, log_freq=log_freq)
 
 
 def evaluate_checkpoint(
@@ -89,31 +104,16 @@ def evaluate_checkpoint(
         >>> evaluate_checkpoint("runs/demo/model.safetensors")["test"]["auc"]  # doctest: +SKIP
         0.73
     """
-    from .. import load_checkpoint, load_model_state
-    from ..data import Preprocessor, sample_log_frequency
-    from ..metrics import evaluate
-    from ..models import build_model
-
     path = Path(checkpoint)
     ckpt = load_checkpoint(path)
     minfo, spec_d, info, pre = _run_meta(path, ckpt)
-    spec_d = dict(spec_d)
-    if data is not None:
-        spec_d["path"] = str(data)
-    if format is not None:
-        spec_d["format"] = format
-    if test_data is not None:
-        spec_d["test_data"] = str(test_data)
-    spec = DataSpec.from_dict(spec_d)
-    test = load_eval_data(spec, info, pre)
+    spec = _with_overrides(spec_d, data=data, format=format, test_data=test_data)
+    test = load_eval_split(spec, pre, info)
     model = build_model(minfo["name"], **minfo["config"])
     load_model_state(model, ckpt)
     dev = resolve_device(device, DistInfo())
     model.to(dev).eval()
-    tensors = TensorData.from_tabular(test)
-    probs = predict(model, tensors, batch_size, dev)
-    log_freq = np.asarray(sample_log_frequency(Preprocessor.from_dict(pre), test.sparse), dtype=np.float64)
-    m = evaluate(tensors.labels.numpy().astype(np.float64), probs, log_freq=log_freq)
+    m = _test_metrics(model, test, Preprocessor.from_dict(pre), batch_size, dev)
     kinds: dict[str, int] = {}
     for ent in ckpt.tables.values():
         kind = ent.kind + ("+hashed" if ent.hash else "")
@@ -121,7 +121,7 @@ def evaluate_checkpoint(
     return {
         "checkpoint": str(path),
         "model": minfo["name"],
-        "rows": len(tensors),
+        "rows": len(test),
         "test": {k: m[k] for k in ("auc", "logloss", "pr_auc") if k in m},
         "set_a": dict(m.get("set_a", {})),
         "set_b": dict(m.get("set_b", {})),
@@ -129,4 +129,4 @@ def evaluate_checkpoint(
     }
 
 
-__all__ = ["evaluate_checkpoint", "load_eval_data"]
+__all__ = ["evaluate_checkpoint"]

@@ -17,8 +17,10 @@ from typing import Optional
 
 from torch import nn
 
+from .. import MLETConfig, wrap
 
-def wrap_deepctr(model: nn.Module, config: Optional["object"] = None) -> nn.Module:
+
+def wrap_deepctr(model: nn.Module, config: Optional[MLETConfig] = None) -> nn.Module:
     """``wrap`` a DeepCTR-Torch model in place and update its ``regularization_weight`` list.
 
     Args:
@@ -32,8 +34,6 @@ def wrap_deepctr(model: nn.Module, config: Optional["object"] = None) -> nn.Modu
     Raises:
         TargetingError: from ``wrap`` (nothing matched, already wrapped, unsupported module).
     """
-    from .. import wrap
-
     before = {name: mod for name, mod in model.named_modules() if isinstance(mod, (nn.Embedding, nn.EmbeddingBag))}
     owner = {id(mod.weight): name for name, mod in before.items()}
     wrap(model, config)

@@ -1,15 +1,15 @@
-"""``train``: one complete run — build, (hash,) wrap, fit, select, test, collapse, save.
+"""``train``: one complete run — build, (hash,) wrap, fit, select, test, collapse, save; ``resume_run``.
 
 Example:
     >>> from mlet_compress.train import TrainConfig, train
-    >>> result = train(TrainConfig(model="dlrm", dim=8, mlet_k=32), out="runs/demo")  # doctest: +SKIP
-    >>> result.metrics["test"]["auc"] > 0.5                                           # doctest: +SKIP
+    >>> result = train(TrainConfig(model="dlrm", dim=8, inner_dim=32), out="runs/demo")  # doctest: +SKIP
+    >>> result.metrics["test"]["auc"] > 0.5                                              # doctest: +SKIP
     True
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,19 +19,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import HashConfig, MLETConfig, compress_, wrap
+from ..data import DataSpec, DataSplits, load_dataset
 from ..errors import ConfigError
+from ..models import build_model
 from . import outputs as out_files
-from .config import DataSpec, TrainConfig
+from .config import TrainConfig
 from .ddp import DistInfo, barrier, resolve_device, setup, wrap_ddp
-from .loop import FitState, TensorData, TrainCallback, fit, predict, steps_per_epoch
+# MAX_EMBEDDED_PREPROCESSOR_BYTES, checkpoint_extra and RESUME_KEYS are re-exported: 0.1.0 imported them from here
+from .finalize import MAX_EMBEDDED_PREPROCESSOR_BYTES, checkpoint_extra, evaluate_and_save, model_info
+from .loop import FitHooks, FitState, LoopSettings, TrainCallback, fit, steps_per_epoch
 from .optim import build_optimizer, count_parameters, optimizer_supports_sparse
-
-#: Largest preprocessor JSON embedded in the checkpoint metadata; bigger ones live in preprocessor.json only.
-MAX_EMBEDDED_PREPROCESSOR_BYTES = 16 * 2**20
-
-#: Config fields that must match between a run and its ``--resume``.
-RESUME_KEYS = ("model", "dim", "mlet_k", "init_std", "hash_ratio", "hash_min_rows", "optimizer", "lr",
-               "emb_lr_mult", "batch_size", "seed", "sparse_grads", "model_kwargs", "mlet_kwargs", "data")
+from .predict import TensorData
+from .resume import RESUME_KEYS, load_resume_state, saved_config
 
 BuildFn = Callable[[TrainConfig, Any, bool], nn.Module]
 
@@ -55,22 +55,20 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def load_data(spec: DataSpec, progress: Optional[Callable[..., Any]] = None):
-    """Load and split the data described by ``spec`` (``mlet_compress.data.load_dataset``).
+def load_data(spec: DataSpec, progress: Optional[Callable[[str], None]] = None) -> DataSplits:
+    """Load and split the data described by ``spec`` (:func:`mlet_compress.data.load_dataset`).
+
+    Args:
+        spec: the :class:`DataSpec`.
+        progress: callback receiving one-line status messages.
 
     Returns:
         A ``DataSplits``.
-    """
-    from ..data import SyntheticConfig, load_dataset
 
-    synthetic = None
-    if spec.format == "synthetic":
-        synthetic = SyntheticConfig.from_dict(spec.synthetic) if spec.synthetic else None
-    return load_dataset(
-        spec.path, format=spec.format, label=spec.label, categorical=spec.categorical, numeric=spec.numeric,
-        val_data=spec.val_data, test_data=spec.test_data, min_freq=spec.min_freq, seed=spec.seed,
-        skip_bad_rows=spec.skip_bad_rows, cache_dir=spec.cache_dir, synthetic=synthetic, progress=progress,
-    )
+    Raises:
+        ConfigError / DataError: from ``load_dataset``.
+    """
+    return load_dataset(spec, progress=progress)
 
 
 def _sparse_grads(cfg: TrainConfig, info: DistInfo, device: torch.device) -> bool:
@@ -83,7 +81,7 @@ def _sparse_grads(cfg: TrainConfig, info: DistInfo, device: torch.device) -> boo
 
 
 def build_training_model(cfg: TrainConfig, splits: Any, sparse: bool) -> nn.Module:
-    """The model to train: ``build_model`` from the data's vocabularies, then hashing and MLET wrapping.
+    """The model to train: ``build_model`` from the data's vocabularies (before hashing and MLET wrapping).
 
     Args:
         cfg: a resolved :class:`TrainConfig`.
@@ -94,8 +92,6 @@ def build_training_model(cfg: TrainConfig, splits: Any, sparse: bool) -> nn.Modu
         The freshly initialised model (on CPU). DLRM gets the paper's bottom MLP: 512-256-128-d on
         Criteo, 256-128-d on other data (``cfg.model_kwargs`` overrides).
     """
-    from ..models import build_model
-
     pre = splits.preprocessor
     kwargs = dict(
         vocab_sizes=[int(v) for v in pre.vocab_sizes], num_dense=int(splits.train.dense.shape[1]),
@@ -108,59 +104,88 @@ def build_training_model(cfg: TrainConfig, splits: Any, sparse: bool) -> nn.Modu
 
 
 def prepare_model(model: nn.Module, cfg: TrainConfig) -> nn.Module:
-    """Apply the training-time stages to a freshly built model: modulo hashing, then MLET ``wrap``."""
-    if cfg.hash_ratio:
-        from .. import HashConfig, compress_
+    """Apply the training-time stages to a freshly built model: modulo hashing, then MLET ``wrap``.
 
+    Args:
+        model: the model from :func:`build_training_model` (or a custom ``build_fn``).
+        cfg: a resolved :class:`TrainConfig` (``hash_ratio``, ``inner_dim``, ``init_std``, ``mlet_kwargs``).
+
+    Returns:
+        The same model, changed in place.
+
+    Raises:
+        TargetingError: ``cfg.mlet_kwargs`` select no embedding table.
+    """
+    if cfg.hash_ratio:
         compress_(model, HashConfig(ratio=cfg.hash_ratio, min_rows=cfg.hash_min_rows))
     if cfg.is_mlet:
-        from .. import MLETConfig, wrap
-
-        wrap(model, MLETConfig(inner_dim=cfg.mlet_k, init_std=float(cfg.init_std), **cfg.mlet_kwargs))
+        wrap(model, MLETConfig(inner_dim=cfg.inner_dim, init_std=float(cfg.init_std), **cfg.mlet_kwargs))
     return model
 
 
-def model_info(model: nn.Module) -> Optional[dict[str, Any]]:
-    """``{"name", "config"}`` that ``build_model`` rebuilds the (uncompressed) architecture from."""
-    name, config = getattr(model, "name", None), getattr(model, "config", None)
-    if not isinstance(name, str) or not name or not isinstance(config, dict):
-        return None
-    return {"name": name, "config": config}
+@dataclass
+class _Job:
+    """The model of one run, before training: built from the seed, staged, on its device, with its optimizer."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    minfo: Optional[dict[str, Any]]
+    params_train: dict[str, int]
+    sparse: bool
 
 
-def checkpoint_extra(cfg: TrainConfig, splits: Any, pre_dict: dict) -> dict[str, Any]:
-    """Metadata stored in ``model.safetensors`` so ``eval`` can rebuild the test split and ids."""
-    extra: dict[str, Any] = {
-        "train_config": cfg.to_dict(),
-        "data": cfg.data.to_dict(),
-        "data_info": json.loads(json.dumps(splits.info, default=str)),
+def _build_job(cfg: TrainConfig, splits: DataSplits, info: DistInfo, device: torch.device,
+               build_fn: Optional[BuildFn]) -> _Job:
+    """Seed, build, hash/wrap, count, move and attach the optimizer (this order fixes every random draw)."""
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    sparse = _sparse_grads(cfg, info, device)
+    model = (build_fn or build_training_model)(cfg, splits, sparse)
+    minfo = model_info(model)
+    prepare_model(model, cfg)
+    params_train = count_parameters(model)
+    model.to(device)
+    optimizer = build_optimizer(model, cfg.optimizer, float(cfg.lr), cfg.emb_lr_mult)
+    return _Job(model, optimizer, minfo, params_train, sparse)
+
+
+def _fit(job: _Job, cfg: TrainConfig, splits: DataSplits, info: DistInfo, device: torch.device,
+         state: Optional[FitState], callback: TrainCallback, out_dir: Optional[Path]) -> FitState:
+    """DDP-wrap (when distributed) and run the epoch loop; rank 0 saves ``state.pt`` after each epoch."""
+    train_model, grad_hook = wrap_ddp(job.model, device, info) if info.distributed else (job.model, None)
+
+    def save_epoch(st: FitState) -> None:
+        if out_dir is not None and cfg.save_state and info.is_main:
+            out_files.save_state(out_dir / out_files.STATE_FILE, job.model.state_dict(), job.optimizer.state_dict(),
+                                 st, cfg.to_dict())
+
+    train_t, val_t = TensorData.from_tabular(splits.train), TensorData.from_tabular(splits.val)
+    if info.is_main:
+        steps = steps_per_epoch(len(train_t), cfg.batch_size, info, cfg.max_steps_per_epoch)
+        callback.on_run_start(cfg.variant, steps * cfg.epochs)
+    hooks = FitHooks(callback=callback, on_epoch_end=save_epoch, after_backward=grad_hook)
+    return fit(train_model, job.optimizer, train_t, val_t, LoopSettings.from_config(cfg), device=device, info=info,
+               state=state, hooks=hooks)
+
+
+def _write_run_config(out_dir: Path, cfg: TrainConfig, job: _Job, splits: DataSplits, info: DistInfo,
+                      pre_dict: dict) -> None:
+    """``preprocessor.json`` and ``config.json`` (what ``--resume`` and ``eval`` rebuild the run from)."""
+    out_files.write_json(out_dir / out_files.PREPROCESSOR_FILE, pre_dict)
+    out_files.write_json(out_dir / out_files.CONFIG_FILE, {
+        "train_config": cfg.to_dict(), "model_info": job.minfo, "data_info": splits.info,
+        "world_size": info.world_size, "sparse_grads": job.sparse,
+    })
+
+
+def _add_run_totals(metrics: dict[str, Any], params_train: dict[str, int], params_inf: dict[str, int],
+                    st: FitState, seconds: float, train_rows: int, info: DistInfo) -> None:
+    """Add ``params`` (training vs inference counts) and the run totals to the test metrics."""
+    metrics["params"] = {
+        "embedding_training": params_train["embedding"], "embedding_inference": params_inf["embedding"],
+        "total_training": params_train["total"], "total_inference": params_inf["total"],
     }
-    blob = json.dumps(pre_dict)
-    if len(blob) <= MAX_EMBEDDED_PREPROCESSOR_BYTES:
-        extra["preprocessor"] = pre_dict
-    else:
-        extra["preprocessor_file"] = out_files.PREPROCESSOR_FILE
-    return extra
-
-
-def _check_resume(saved: dict, cfg: TrainConfig) -> None:
-    now = cfg.to_dict()
-    diff = [k for k in RESUME_KEYS if json.dumps(saved.get(k), sort_keys=True) != json.dumps(now.get(k), sort_keys=True)]
-    if diff:
-        raise ConfigError(
-            f"--resume: option(s) {diff} differ from the saved run ({[saved.get(k) for k in diff]} saved); "
-            "resume with the run's own config (only --epochs/--patience may change)"
-        )
-
-
-def _evaluate(labels: np.ndarray, probs: np.ndarray, log_freq: Optional[np.ndarray] = None) -> dict[str, Any]:
-    from ..metrics import evaluate
-
-    return evaluate(labels, probs, log_freq=log_freq) if log_freq is not None else evaluate(labels, probs)
-
-
-def _core(m: dict[str, Any]) -> dict[str, Any]:
-    return {k: m[k] for k in ("auc", "logloss", "pr_auc") if k in m}
+    metrics.update(train_seconds=seconds, train_rows=train_rows, world_size=info.world_size, history=st.history)
 
 
 def train(
@@ -182,7 +207,8 @@ def train(
         splits: a ``DataSplits``; ``None`` loads ``cfg.data``.
         out: run directory (``None``: write nothing). Must be empty unless ``force`` or ``resume``.
         force: allow writing into a non-empty ``out``.
-        resume: continue from ``out/state.pt`` (same config except ``epochs``/``patience``).
+        resume: continue from ``out/state.pt`` (same config except ``epochs``/``patience``); see
+            :func:`resume_run` to continue from the run directory alone.
         callback: progress hooks (rank 0 only).
         build_fn: ``(cfg, splits, sparse) -> model`` to train a custom model instead of
             ``build_model(cfg.model, ...)``; it must map ``(dense, sparse)`` to logits.
@@ -203,60 +229,60 @@ def train(
         raise ConfigError("resume=True needs out= (the run directory to continue)")
     if out_dir is not None and not resume:
         open_run_dir(out_dir, force, info)
-    if splits is None:
-        splits = load_data(cfg.data)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed % 2**32)
-    sparse = _sparse_grads(cfg, info, device)
-    model = (build_fn or build_training_model)(cfg, splits, sparse)
-    minfo = model_info(model)
-    prepare_model(model, cfg)
-    params_train = count_parameters(model)
-    model.to(device)
-    optimizer = build_optimizer(model, cfg.optimizer, float(cfg.lr), cfg.emb_lr_mult)
-    state = _load_resume_state(out_dir, cfg, model, optimizer) if resume else None
+    splits = load_data(cfg.data) if splits is None else splits
+    job = _build_job(cfg, splits, info, device, build_fn)
+    state = load_resume_state(out_dir, cfg, job.model, job.optimizer) if resume else None
     pre_dict = splits.preprocessor.to_dict()
-    if out_dir is not None and info.is_main:
-        out_files.write_json(out_dir / out_files.PREPROCESSOR_FILE, pre_dict)
-        out_files.write_json(out_dir / out_files.CONFIG_FILE, {
-            "train_config": cfg.to_dict(), "model_info": minfo, "data_info": splits.info,
-            "world_size": info.world_size, "sparse_grads": sparse,
-        })
-    train_model, grad_hook = wrap_ddp(model, device, info) if info.distributed else (model, None)
-
-    def save_epoch(st: FitState) -> None:
-        if out_dir is not None and cfg.save_state and info.is_main:
-            out_files.save_state(out_dir / out_files.STATE_FILE, model.state_dict(), optimizer.state_dict(), st,
-                                 cfg.to_dict())
-
+    main_dir = out_dir if info.is_main else None  # only rank 0 writes
+    if main_dir is not None:
+        _write_run_config(main_dir, cfg, job, splits, info, pre_dict)
     cb = callback or TrainCallback()
-    train_t, val_t = TensorData.from_tabular(splits.train), TensorData.from_tabular(splits.val)
-    if info.is_main:
-        cb.on_run_start(cfg.variant, steps_per_epoch(len(train_t), cfg.batch_size, info, cfg.max_steps_per_epoch) * cfg.epochs)
     t0 = time.perf_counter()
-    st = fit(
-        train_model, optimizer, train_t, val_t, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
-        select=cfg.select, patience=cfg.patience, device=device, evaluate_fn=_evaluate, info=info, state=state,
-        max_steps_per_epoch=cfg.max_steps_per_epoch, eval_batch_size=cfg.eval_batch_size,
-        log_every=cfg.log_every, callback=cb, on_epoch_end=save_epoch, after_backward=grad_hook,
-    )
+    st = _fit(job, cfg, splits, info, device, state, cb, out_dir)
     if st.best_state is not None:
-        model.load_state_dict(st.best_state, strict=True)
-    model.eval()
-    metrics, params_inf = _test_and_save(model, cfg, splits, st, device, out_dir if info.is_main else None, minfo,
-                                         pre_dict)
-    metrics["params"] = {
-        "embedding_training": params_train["embedding"], "embedding_inference": params_inf["embedding"],
-        "total_training": params_train["total"], "total_inference": params_inf["total"],
-    }
-    metrics.update(train_seconds=time.perf_counter() - t0, train_rows=len(train_t), world_size=info.world_size,
-                   history=st.history)
-    if out_dir is not None and info.is_main:
-        out_files.write_json(out_dir / out_files.METRICS_FILE, metrics)
+        job.model.load_state_dict(st.best_state, strict=True)
+    job.model.eval()
+    metrics, params_inf = evaluate_and_save(job.model, cfg, splits, st, device, main_dir, job.minfo, pre_dict)
+    _add_run_totals(metrics, job.params_train, params_inf, st, time.perf_counter() - t0, len(splits.train), info)
+    if main_dir is not None:
+        out_files.write_json(main_dir / out_files.METRICS_FILE, metrics)
     barrier(info)
     if info.is_main:
         cb.on_run_end(cfg.variant, metrics)
-    return TrainResult(cfg, metrics, model, out_dir, list(st.history))
+    return TrainResult(cfg, metrics, job.model, out_dir, list(st.history))
+
+
+def resume_run(
+    run_dir: Union[str, Path],
+    *,
+    epochs: Optional[int] = None,
+    patience: Optional[int] = None,
+    callback: Optional[TrainCallback] = None,
+) -> TrainResult:
+    """Continue a run directory from its ``state.pt`` with the config saved in its ``config.json``.
+
+    Args:
+        run_dir: a run directory written by :func:`train` with ``save_state=True`` (also one of 0.1.0).
+        epochs: the new maximum number of epochs (None: the saved one). More epochs than the saved run
+            asked for continue it even after an early stop.
+        patience: the new early-stopping patience (None: the saved one).
+        callback: progress hooks (rank 0 only).
+
+    Returns:
+        The :class:`TrainResult` of the continued run (its files in ``run_dir`` are updated).
+
+    Raises:
+        CheckpointError: ``config.json`` or ``state.pt`` missing or unreadable.
+        ConfigError: ``run_dir`` is not a training run directory, or ``epochs``/``patience`` are invalid.
+
+    Example:
+        >>> resume_run("runs/demo", epochs=5).metrics["epochs_run"]  # doctest: +SKIP
+        5
+    """
+    cfg = saved_config(run_dir)
+    cfg = dataclasses.replace(cfg, epochs=epochs if epochs is not None else cfg.epochs,
+                              patience=patience if patience is not None else cfg.patience)
+    return train(cfg, out=run_dir, resume=True, callback=callback)
 
 
 def open_run_dir(out_dir: Path, force: bool, info: DistInfo) -> None:
@@ -267,54 +293,5 @@ def open_run_dir(out_dir: Path, force: bool, info: DistInfo) -> None:
         out_files.prepare_run_dir(out_dir, force=force)
 
 
-def _load_resume_state(out_dir: Path, cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer) -> FitState:
-    """Restore model, optimizer and loop state from ``out_dir/state.pt`` (config must match)."""
-    model_state, opt_state, state, saved_cfg = out_files.load_state(out_dir / out_files.STATE_FILE)
-    _check_resume(saved_cfg, cfg)
-    model.load_state_dict(model_state, strict=True)
-    optimizer.load_state_dict(opt_state)
-    if cfg.epochs > int(saved_cfg.get("epochs", 0)):
-        state.stopped_early = False  # more epochs asked for: continue even after an early stop
-    return state
-
-
-def _test_and_save(model: nn.Module, cfg: TrainConfig, splits: Any, st: FitState, device: torch.device,
-                   out_dir: Optional[Path], minfo: Optional[dict], pre_dict: dict) -> tuple[dict[str, Any], dict]:
-    """Test metrics of the selected weights (uncollapsed), then collapse MLET and save the checkpoints.
-
-    ``out_dir`` is None on non-main ranks (nothing written). Returns ``(metrics, inference parameter
-    counts)``; the caller adds ``params`` and the run totals to the metrics.
-    """
-    from .. import save_checkpoint
-    from ..data import sample_log_frequency
-
-    test_t = TensorData.from_tabular(splits.test)
-    log_freq = np.asarray(sample_log_frequency(splits.preprocessor, splits.test.sparse), dtype=np.float64)
-    probs = predict(model, test_t, cfg.eval_batch_size, device)
-    test_metrics = _evaluate(test_t.labels.numpy().astype(np.float64), probs, log_freq)
-    extra = checkpoint_extra(cfg, splits, pre_dict)
-    if out_dir is not None and cfg.keep_factors and cfg.is_mlet:
-        save_checkpoint(model, out_dir / out_files.FACTORS_FILE, model_info=minfo, extra=extra)
-    collapse_diff = None
-    if cfg.is_mlet:
-        from .. import collapse
-
-        collapse(model, check=True)
-        collapse_diff = float(np.max(np.abs(predict(model, test_t, cfg.eval_batch_size, device) - probs), initial=0.0))
-    if out_dir is not None:
-        save_checkpoint(model, out_dir / out_files.MODEL_FILE, model_info=minfo, extra=extra)
-    selected = next((r for r in st.history if r["epoch"] == st.best_epoch), st.history[-1] if st.history else {})
-    return {
-        "variant": cfg.variant, "model": cfg.model, "dim": cfg.dim, "mlet_k": cfg.mlet_k,
-        "emb_lr_mult": cfg.emb_lr_mult, "seed": cfg.seed,
-        "test": _core(test_metrics),
-        "set_a": dict(test_metrics.get("set_a", {})),
-        "set_b": dict(test_metrics.get("set_b", {})),
-        "val": dict(selected.get("val", {})),
-        "selected_epoch": st.best_epoch, "epochs_run": st.epoch, "stopped_early": st.stopped_early,
-        "select": cfg.select, "collapse_max_abs_prob_diff": collapse_diff,
-    }, count_parameters(model)
-
-
-__all__ = ["TrainResult", "train", "load_data", "build_training_model", "prepare_model", "model_info",
-           "checkpoint_extra"]
+__all__ = ["TrainResult", "train", "resume_run", "load_data", "build_training_model", "prepare_model",
+           "model_info", "checkpoint_extra", "open_run_dir", "MAX_EMBEDDED_PREPROCESSOR_BYTES", "RESUME_KEYS"]
