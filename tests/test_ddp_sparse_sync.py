@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 
 import pytest
 import torch
@@ -25,6 +26,7 @@ from mlet_compress.models import build_model
 from mlet_compress.training.ddp import (
     DistInfo,
     SparseGradSync,
+    _avoid_detail_debug_crash,
     check_sparse_grad,
     empty_sparse_grad,
     sparse_table_params,
@@ -102,6 +104,23 @@ def test_check_sparse_grad_rejects_out_of_range_and_misshaped_gradients():
         check_sparse_grad(torch.zeros(4, 2), p, "test")
     with pytest.raises(RuntimeError, match="expected a sparse COO tensor"):
         check_sparse_grad(torch.zeros(5, 2).to_sparse(1), p, "test")
+
+
+def test_detail_debug_level_is_lowered_for_gloo():
+    """TORCH_DISTRIBUTED_DEBUG=DETAIL + gloo makes DDP's constructor SIGSEGV; setup() lowers it to INFO."""
+    before = dist.get_debug_level()
+    try:
+        dist.set_debug_level(dist.DebugLevel.DETAIL)
+        with pytest.warns(RuntimeWarning, match="TORCH_DISTRIBUTED_DEBUG=DETAIL"):
+            _avoid_detail_debug_crash("gloo")
+        assert dist.get_debug_level() == dist.DebugLevel.INFO
+        dist.set_debug_level(dist.DebugLevel.DETAIL)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            _avoid_detail_debug_crash("nccl")  # only gloo is affected
+        assert dist.get_debug_level() == dist.DebugLevel.DETAIL
+    finally:
+        dist.set_debug_level(before)
 
 
 # --- 2 gloo ranks: the synchronous sparse all-reduce on awkward gradients ----------------------------

@@ -21,6 +21,7 @@ tables' gradients. That raced and corrupted the heap (``munmap_chunk(): invalid 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -87,8 +88,29 @@ def setup(device_spec: str = "auto") -> DistInfo:
     backend = "nccl" if use_cuda else "gloo"
     if use_cuda:
         torch.cuda.set_device(local_rank)
+    _avoid_detail_debug_crash(backend)
     dist.init_process_group(backend=backend)
     return DistInfo(rank, world, local_rank, backend)
+
+
+def _avoid_detail_debug_crash(backend: str) -> None:
+    """Lower ``TORCH_DISTRIBUTED_DEBUG=DETAIL`` to ``INFO`` for a gloo group (with a warning).
+
+    Under DETAIL, ``init_process_group`` wraps the gloo backend in a ``ProcessGroupWrapper``, and the
+    ``DistributedDataParallel`` constructor's logger (``c10d::Logger::set_env_variables``)
+    casts that wrapper (``static_cast``) to ``ProcessGroupGloo`` to read its thread count: every rank dies
+    with SIGSEGV inside ``DistributedDataParallel(...)``, whatever the model (seen with torch 2.13; the
+    cast is in every torch since backends became per-device).
+    """
+    if backend != "gloo" or not hasattr(dist, "get_debug_level"):
+        return
+    if dist.get_debug_level() == dist.DebugLevel.DETAIL:
+        warnings.warn(
+            "TORCH_DISTRIBUTED_DEBUG=DETAIL crashes DistributedDataParallel on the gloo backend (torch's DDP logger "
+            "casts the debug wrapper of the process group to ProcessGroupGloo); using INFO instead",
+            RuntimeWarning, stacklevel=3,
+        )
+        dist.set_debug_level(dist.DebugLevel.INFO)
 
 
 def shard_indices(perm: torch.Tensor, info: DistInfo) -> torch.Tensor:
