@@ -21,7 +21,7 @@ TINY = {"num_rows": 3000, "num_fields": 4, "min_vocab": 10, "max_vocab": 300, "n
 
 
 def _cfg(k: int) -> TrainConfig:
-    # global batch 64 = 2 ranks x 32; SGD with sparse table gradients (gloo all-reduces them sparse)
+    # global batch 64 = 2 ranks x 32; SGD with sparse table gradients (SparseGradSync all-reduces them sparse)
     return TrainConfig(model="dlrm", dim=4, inner_dim=k, batch_size=64, max_steps_per_epoch=6, epochs=1,
                        device="cpu", data=DataSpec(format="synthetic", synthetic=TINY),
                        model_kwargs={"bottom_mlp": [8], "top_mlp": [16]})
@@ -49,7 +49,7 @@ def _worker(rank: int, world: int, port: int, tmp: str, k: int) -> None:
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
 @pytest.mark.parametrize("k", [0, 8], ids=["single-layer", "mlet"])
 def test_two_gloo_ranks_end_with_identical_parameters(tmp_path, k):
-    """k=0: DDP reduces the sparse nn.Embedding gradients; k=8: MLET tables are synchronised by SparseGradSync."""
+    """Sparse tables (k=0: nn.Embedding, k=8: MLET) are all-reduced by SparseGradSync, the rest by DDP."""
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), k), nprocs=2, join=True)
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)

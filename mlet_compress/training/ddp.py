@@ -5,12 +5,24 @@ process group uses ``gloo`` on CPU and ``nccl`` on CUDA. Every rank draws the sa
 of the training rows per epoch and takes every N-th row of it (DistributedSampler-style, padded by
 wrapping so every rank runs the same number of steps). Gloo all-reduces sparse gradients, so sparse
 tables stay sparse on CPU; NCCL does not, so on GPU the tables are created with dense gradients.
+
+Sparse table gradients never go through DDP's reducer: :func:`wrap_ddp` excludes every table with
+sparse gradients (``nn.Embedding(sparse=True)`` included) from DDP and :class:`SparseGradSync`
+all-reduces them after ``backward()``, one blocking all-reduce at a time on the training thread, each on
+a coalesced gradient that owns its memory. DDP's reducer would instead launch one asynchronous gloo
+sparse all-reduce per table from inside ``backward()``; ProcessGroupGloo runs those on its two worker
+threads, concurrently with each other and with the rest of the backward pass, on gradients whose
+indices and values are autograd views sharing storage with the batch's id tensor and with the other
+tables' gradients. That raced and corrupted the heap (``munmap_chunk(): invalid pointer``,
+``malloc(): unaligned tcache chunk detected``, SIGSEGV): issue 9's crash of ``torchrun
+--nproc-per-node 2 ... train --compare`` in the single-layer run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
@@ -78,8 +90,29 @@ def setup(device_spec: str = "auto") -> DistInfo:
     backend = "nccl" if use_cuda else "gloo"
     if use_cuda:
         torch.cuda.set_device(local_rank)
+    _avoid_detail_debug_crash(backend)
     dist.init_process_group(backend=backend)
     return DistInfo(rank, world, local_rank, backend)
+
+
+def _avoid_detail_debug_crash(backend: str) -> None:
+    """Lower ``TORCH_DISTRIBUTED_DEBUG=DETAIL`` to ``INFO`` for a gloo group (with a warning).
+
+    Under DETAIL, ``init_process_group`` wraps the gloo backend in a ``ProcessGroupWrapper``, and the
+    ``DistributedDataParallel`` constructor's logger (``c10d::Logger::set_env_variables``)
+    casts that wrapper (``static_cast``) to ``ProcessGroupGloo`` to read its thread count: every rank dies
+    with SIGSEGV inside ``DistributedDataParallel(...)``, whatever the model (seen with torch 2.13; the
+    cast is in every torch since backends became per-device).
+    """
+    if backend != "gloo" or not hasattr(dist, "get_debug_level"):
+        return
+    if dist.get_debug_level() == dist.DebugLevel.DETAIL:
+        warnings.warn(
+            "TORCH_DISTRIBUTED_DEBUG=DETAIL crashes DistributedDataParallel on the gloo backend (torch's DDP logger "
+            "casts the debug wrapper of the process group to ProcessGroupGloo); using INFO instead",
+            RuntimeWarning, stacklevel=3,
+        )
+        dist.set_debug_level(dist.DebugLevel.INFO)
 
 
 def shard_indices(perm: torch.Tensor, info: DistInfo) -> torch.Tensor:
@@ -113,12 +146,82 @@ def per_rank_batch(batch_size: int, info: DistInfo) -> int:
     return batch_size // info.world_size
 
 
-class SparseGradSync:
-    """All-reduce (mean) the sparse gradients of parameters that DDP was told to ignore.
+#: Parameter names of lookup tables inside a module with ``sparse=True`` (``nn.Embedding``/``EmbeddingBag``
+#: and hashed twins: ``weight``; MLET: ``table``; low-rank: ``A``).
+SPARSE_TABLE_PARAM_NAMES = ("weight", "table", "A")
 
-    DDP only recognises sparse gradients on ``nn.Embedding``/``nn.EmbeddingBag`` modules; other lookup
-    modules with sparse tables (MLET's ``table``) are excluded from DDP and synchronised here after each
-    backward (gloo all-reduces sparse COO tensors in place).
+
+def sparse_table_params(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+    """``(qualified name, parameter)`` of every trainable lookup table whose module has ``sparse=True``.
+
+    These are the parameters that receive sparse COO gradients; the names are those of
+    ``model.named_parameters()`` (a table shared by several modules is listed once).
+
+    Example:
+        >>> m = torch.nn.ModuleDict({"a": torch.nn.Embedding(4, 2, sparse=True), "b": torch.nn.Linear(2, 1)})
+        >>> [name for name, _ in sparse_table_params(m)]
+        ['a.weight']
+    """
+    names = {id(p): n for n, p in model.named_parameters()}
+    out, seen = [], set()
+    for _, mod in model.named_modules():
+        if not getattr(mod, "sparse", False):
+            continue
+        for pname in SPARSE_TABLE_PARAM_NAMES:
+            p = mod._parameters.get(pname)
+            if isinstance(p, torch.nn.Parameter) and p.requires_grad and id(p) not in seen and id(p) in names:
+                seen.add(id(p))
+                out.append((names[id(p)], p))
+    return out
+
+
+def empty_sparse_grad(p: torch.Tensor) -> torch.Tensor:
+    """A valid, coalesced sparse COO gradient of ``p`` with no rows (a rank whose batch touched none).
+
+    Built with ``check_invariants=True``: indices ``[1, 0]`` (int64), values ``[0, *p.shape[1:]]``.
+
+    Example:
+        >>> g = empty_sparse_grad(torch.zeros(5, 3))
+        >>> g.shape, g._nnz(), g.is_coalesced()
+        (torch.Size([5, 3]), 0, True)
+    """
+    return torch.sparse_coo_tensor(
+        torch.empty(1, 0, dtype=torch.long, device=p.device),
+        torch.empty(0, *p.shape[1:], dtype=p.dtype, device=p.device),
+        tuple(p.shape), check_invariants=True, is_coalesced=True,
+    )
+
+
+def check_sparse_grad(g: torch.Tensor, p: torch.Tensor, where: str) -> None:
+    """Validate a sparse table gradient: COO layout, ``p``'s shape and dtype, one sparse dim, int64 indices
+    inside ``[0, p.shape[0])`` (what torch's ``check_sparse_tensor_invariants`` checks; about 6 µs).
+
+    A gradient that breaks these would make the gloo all-reduce or the optimizer's unchecked
+    ``index_add`` read or write out of bounds; this turns that into a ``RuntimeError``.
+
+    Raises:
+        RuntimeError: the gradient is malformed (``where`` says at which stage).
+    """
+    if g.layout != torch.sparse_coo or g.shape != p.shape or g.dtype != p.dtype or g.sparse_dim() != 1:
+        raise RuntimeError(
+            f"sparse gradient {where}: expected a sparse COO tensor of shape {tuple(p.shape)} and dtype {p.dtype} "
+            f"with 1 sparse dim, got layout={g.layout}, shape={tuple(g.shape)}, dtype={g.dtype}"
+        )
+    try:
+        torch._validate_sparse_coo_tensor_args(g._indices(), g._values(), g.shape)
+    except RuntimeError as exc:
+        raise RuntimeError(f"sparse gradient {where} violates the COO invariants: {exc}") from exc
+
+
+class SparseGradSync:
+    """All-reduce (mean) the sparse gradients of the lookup tables that :func:`wrap_ddp` kept out of DDP.
+
+    Call it after every ``backward()`` (``fit(..., after_backward=hook)``). For each table, in a fixed
+    order on every rank, it takes a coalesced copy of the gradient that owns its memory (never a view of
+    the batch's ids or of the upstream gradient; an absent gradient becomes :func:`empty_sparse_grad`),
+    validates it, all-reduces it with one blocking gloo sparse all-reduce, validates the result and sets
+    ``p.grad`` to the mean. One all-reduce runs at a time, after backward has finished, so no gloo worker
+    thread touches a tensor that another thread is using (see the module docstring).
     """
 
     def __init__(self, params: list[torch.nn.Parameter], info: DistInfo) -> None:
@@ -127,45 +230,54 @@ class SparseGradSync:
 
     def __call__(self) -> None:
         for p in self.params:
-            g = p.grad
-            if g is None:  # every rank must join every all-reduce, in the same order
-                g = torch.sparse_coo_tensor(torch.zeros(1, 0, dtype=torch.long, device=p.device),
-                                            torch.zeros(0, *p.shape[1:], dtype=p.dtype, device=p.device), p.shape)
-            g = g.coalesce()
-            dist.all_reduce(g)
-            p.grad = g / self.info.world_size
+            g = self._owned_grad(p)
+            dist.all_reduce(g)  # blocking; every rank joins every all-reduce, in the same order
+            check_sparse_grad(g, p, "after the all-reduce")
+            p.grad = g.div_(self.info.world_size)
+
+    @staticmethod
+    def _owned_grad(p: torch.nn.Parameter) -> torch.Tensor:
+        g = p.grad
+        if g is None:
+            return empty_sparse_grad(p)
+        if g.layout != torch.sparse_coo:  # a dense gradient on a sparse table: keep every rank on the sparse path
+            g = g.to_sparse(1)
+        check_sparse_grad(g, p, "before the all-reduce")
+        c = g.coalesce()
+        return c.clone() if c is g else c  # coalesce() returns the tensor itself when already coalesced
 
 
 def wrap_ddp(model: torch.nn.Module, device: torch.device, info: DistInfo) -> tuple[torch.nn.Module, Optional[SparseGradSync]]:
-    """Wrap ``model`` in ``DistributedDataParallel``; sparse tables DDP cannot reduce get a :class:`SparseGradSync`.
+    """Wrap ``model`` in ``DistributedDataParallel``; lookup tables with sparse gradients get a :class:`SparseGradSync`.
 
-    Sparse lookup tables of modules that are not ``nn.Embedding``/``nn.EmbeddingBag`` (MLET's ``table``)
-    are excluded from DDP, broadcast from rank 0 once, and all-reduced sparsely by the returned hook.
+    Every table with sparse gradients (``nn.Embedding``/``nn.EmbeddingBag`` with ``sparse=True`` as well
+    as MLET, hashed and low-rank tables) is excluded from DDP, broadcast from rank 0 once, and
+    all-reduced by the returned hook after each ``backward()``; DDP reduces the dense parameters.
 
     Returns:
-        ``(ddp_model, hook_or_None)``: call the hook after every ``backward()``.
+        ``(ddp_model, hook_or_None)``: call the hook after every ``backward()``. When every trainable
+        parameter is a sparse table, ``ddp_model`` is ``model`` itself (DDP needs a dense parameter).
     """
-    names, params = [], []
-    for mname, mod in model.named_modules():
-        if isinstance(mod, (torch.nn.Embedding, torch.nn.EmbeddingBag)) or not getattr(mod, "sparse", False):
-            continue
-        for pname in ("table", "weight"):
-            p = getattr(mod, pname, None)
-            if isinstance(p, torch.nn.Parameter) and p.requires_grad:
-                names.append(f"{mname}.{pname}" if mname else pname)
-                params.append(p)
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    tables = sparse_table_params(model)
     hook = None
-    if params:
-        if hasattr(DDP, "_set_params_and_buffers_to_ignore_for_model"):
-            DDP._set_params_and_buffers_to_ignore_for_model(model, names)
-            with torch.no_grad():
-                for p in params:
-                    dist.broadcast(p.data, 0)
-            hook = SparseGradSync(params, info)
-        else:  # pragma: no cover - very old/new torch without the ignore list: fall back to dense gradients
-            for mod in model.modules():
-                if not isinstance(mod, (torch.nn.Embedding, torch.nn.EmbeddingBag)) and getattr(mod, "sparse", False):
-                    mod.sparse = False
+    if tables and not hasattr(DDP, "_set_params_and_buffers_to_ignore_for_model"):  # pragma: no cover - very old/new torch
+        for mod in model.modules():  # no ignore list: fall back to dense table gradients, reduced by DDP
+            if getattr(mod, "sparse", False):
+                mod.sparse = False
+        tables = []
+    if tables:
+        names = [n for n, _ in tables]
+        ignored = list(getattr(model, "_ddp_params_and_buffers_to_ignore", []) or [])
+        DDP._set_params_and_buffers_to_ignore_for_model(model, ignored + [n for n in names if n not in ignored])
+        with torch.no_grad():
+            for _, p in tables:
+                dist.broadcast(p.data, 0)
+        hook = SparseGradSync([p for _, p in tables], info)
+    table_ids = {id(p) for _, p in tables}
+    if not any(p.requires_grad and id(p) not in table_ids for p in model.parameters()):
+        return model, hook
     ids = [device.index] if device.type == "cuda" else None
     return DDP(model, device_ids=ids), hook
 
@@ -216,5 +328,6 @@ def distributed_session() -> Iterator[None]:
         teardown()
 
 
-__all__ = ["DistInfo", "SparseGradSync", "wrap_ddp", "setup", "resolve_device", "shard_indices", "per_rank_batch",
-           "barrier", "all_mean", "is_main_process", "teardown", "distributed_session"]
+__all__ = ["DistInfo", "SparseGradSync", "wrap_ddp", "sparse_table_params", "empty_sparse_grad", "check_sparse_grad",
+           "setup", "resolve_device", "shard_indices", "per_rank_batch", "barrier", "all_mean", "is_main_process",
+           "teardown", "distributed_session"]
