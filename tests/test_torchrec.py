@@ -68,11 +68,14 @@ def _reference(m, bags, weights=None, broken=False):
 
 
 @pytest.mark.parametrize("case", ["sum", "mean", "weighted"])
-def test_forward_equals_per_row_projection(case):
+@pytest.mark.parametrize("layout", ["mixed", "uniform"])
+def test_forward_equals_per_row_projection(case, layout):
+    """Per-key matmuls (mixed k, a single-layer table) and the batched path (every table MLET, one k)."""
     pooling = PoolingType.MEAN if case == "mean" else PoolingType.SUM
     cfgs = _configs(pooling)
-    m = MLETEmbeddingBagCollection(cfgs, inner_dim=16, inner_dims={"t1": 6}, select=lambda t: t != "t2",
-                                   is_weighted=case == "weighted", table_std=1.0, seed=1)
+    opts = dict(inner_dims={"t1": 6}, select=lambda t: t != "t2") if layout == "mixed" else {}
+    m = MLETEmbeddingBagCollection(cfgs, inner_dim=16, is_weighted=case == "weighted", table_std=1.0, seed=1, **opts)
+    assert (m._uniform is None) == (layout == "mixed")
     bags = _bags(cfgs, 9, seed=2)
     assert any(v.numel() == 0 for vs in bags.values() for v in vs) and any(v.numel() > 2 for vs in bags.values() for v in vs)
     weights = None
@@ -85,8 +88,9 @@ def test_forward_equals_per_row_projection(case):
     for f in want:
         assert torch.allclose(got[f].double(), want[f], atol=1e-5, rtol=0), f
         assert (got[f].double() - bad[f]).abs().max() > 1e-2  # the tolerance catches an off-by-one
-    assert m.inner_dims == {"t0": 16, "t1": 6, "t2": None}
-    assert tuple(m.tables["t1"].shape) == (N + 7, 6) and tuple(m.projections["t0"].shape) == (D, 16)
+    if layout == "mixed":
+        assert m.inner_dims == {"t0": 16, "t1": 6, "t2": None}
+        assert tuple(m.tables["t1"].shape) == (N + 7, 6) and tuple(m.projections["t0"].shape) == (D, 16)
 
 
 def _dlrm(ebc):
@@ -189,9 +193,10 @@ DMP_RUNS = {"table_wise/sgd": ("table_wise", "sgd"), "column_wise/sgd": ("column
             "table_wise/rowwise_adagrad": ("table_wise", "rowwise_adagrad")}
 
 
-def _dmp_model():
+def _dmp_model(device=None, inner_dims=(("t1", 12),)):
     cfgs = _configs()
-    return _dlrm(MLETEmbeddingBagCollection(cfgs, inner_dim=8, inner_dims={"t1": 12}, seed=0)), cfgs
+    m = MLETEmbeddingBagCollection(cfgs, inner_dim=8, inner_dims=dict(inner_dims), seed=0, device=device)
+    return _dlrm(m), cfgs
 
 
 def _train(model, sparse_opt, dense_params, lo, hi, cfgs, step_hook=None):
@@ -230,9 +235,15 @@ def _dmp_worker(rank, world, port, out):
 
             losses = _train(dmp, None, dense, rank * B, (rank + 1) * B, cfgs, global_loss)
             results[name] = {"types": types, "losses": losses, "dense": sorted(n for n, _ in dmp.named_parameters())}
-        if rank == 0:
-            with open(out, "w") as f:
-                json.dump(results, f)
+        # built on the meta device (the large-model path): DMP materialises the projections through
+        # Projections.reset_parameters and DDP makes them equal across ranks
+        model, cfgs = _dmp_model(torch.device("meta"), inner_dims=())  # one k: the batched projection path
+        dmp = mtr.shard_model(model, "table_wise", "rowwise_adagrad", LR)
+        proj = dict(dmp.named_parameters())["sparse_arch.embedding_bag_collection.projs.t0"]
+        results["meta"] = {"std": proj.std().item(), "sum": proj.sum().item(),
+                           "losses": _train(dmp, None, [proj], rank * B, (rank + 1) * B, cfgs)}
+        with open(f"{out}.{rank}", "w") as f:
+            json.dump(results, f)
         dist.barrier()
     finally:
         dist.destroy_process_group()
@@ -258,7 +269,10 @@ def test_dmp_two_ranks_match_single_process(tmp_path):
     """Table-wise and column-wise plans (fused SGD and fused row-wise Adagrad) = one process on the whole batch."""
     out = tmp_path / "dmp.json"
     mp.spawn(_dmp_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
-    results = json.loads(out.read_text())
+    results, other = (json.loads((tmp_path / f"dmp.json.{r}").read_text()) for r in range(2))
+    meta = results.pop("meta"), other.pop("meta")
+    assert meta[0]["sum"] == meta[1]["sum"] and 0.1 < meta[0]["std"] < 0.4  # N(0, 0.25²), 32 draws
+    assert all(0 < x < 10 for m in meta for x in m["losses"])
     for name, (sharding, optimizer) in DMP_RUNS.items():
         got, want = results[name]["losses"], _single_process_losses(optimizer)
         assert results[name]["types"] == [sharding], name
@@ -325,7 +339,11 @@ def test_quant_export_weighted_and_measured_fp16_error():
         w = m.dequantized_weight()
         measured = float((got[name][: m.num_embeddings] - w).norm() / w.norm())
         assert measured == pytest.approx(mtr.fp16_scale_error(QuantTable.from_module(name, m)), rel=1e-3)
-    assert mtr.fp16_scale_error(QuantTable("t", tables[0].packed, torch.tensor(1e-6), 8, 8)) > 10 * FP16_EPS  # subnormal
+    tiny = QuantTable("t", tables[0].packed, torch.tensor(1e-6), 8, 8)  # fp16-subnormal scale
+    assert mtr.fp16_scale_error(tiny) > 10 * FP16_EPS
+    with pytest.raises(NumericalError, match="subnormal"):
+        mtr.to_torchrec_quant([tiny], max_fp16_error=FP16_EPS)
+    assert mtr.to_torchrec_quant(tables, max_fp16_error=FP16_EPS).fp16_scale_error["q0"] <= FP16_EPS
 
 
 def test_quant_export_errors():

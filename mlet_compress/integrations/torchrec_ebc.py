@@ -102,6 +102,21 @@ def _check_tables(tables: list, where: str) -> None:
             cfg.feature_names = [cfg.name]
 
 
+class Projections(nn.ParameterDict):
+    """The d×k projections by table name, N(0, init_std²); ``reset_parameters`` lets DMP materialise meta ones."""
+
+    def __init__(self, shapes: Mapping[str, tuple[int, int]], init_std: float, device=None) -> None:
+        super().__init__({t: nn.Parameter(torch.empty(*shape, device=device)) for t, shape in shapes.items()})
+        self.init_std = init_std
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Draw every projection from N(0, init_std²) (no-op on the meta device)."""
+        for p in self.values():
+            p.normal_(0.0, self.init_std)
+
+
 class MLETEmbeddingBagCollection(nn.Module):
     """Drop-in for ``torchrec.EmbeddingBagCollection``: inner n×k tables, k→d projections after pooling.
 
@@ -147,22 +162,30 @@ class MLETEmbeddingBagCollection(nn.Module):
         with _seeded(seed):
             self.inner = EmbeddingBagCollection(inner_cfgs, is_weighted=self._is_weighted, device=device)
             self._device = self.inner.device
-            self.projs = nn.ParameterDict({
-                c.name: nn.Parameter(torch.empty(c.embedding_dim, k, device=self._device).normal_(0.0, init_std))
-                for c in tables if (k := self.inner_dims[c.name]) is not None})
+            self.projs = Projections({c.name: (c.embedding_dim, k) for c in tables
+                                      if (k := self.inner_dims[c.name]) is not None}, init_std, self._device)
         names = get_embedding_names_by_table(tables)
         self._key_table = {key: c.name for c, keys in zip(tables, names) for key in keys}
         self._key_dim = {key: c.embedding_dim for c, keys in zip(tables, names) for key in keys}
+        shapes = {(c.embedding_dim, k) for c in tables if (k := self.inner_dims[c.name]) is not None}
+        # every table MLET with one (d, k): project all features with one batched matmul
+        self._uniform = shapes.pop() if len(shapes) == 1 and len(self.projs) == len(tables) else None
 
     def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
         """Pool the inner k-dim rows per feature, project each feature's slice to d; a KeyedTensor like the EBC's."""
         pooled = self.inner(features)  # under DMP: a LazyAwaitable, resolved by the first attribute access
-        keys = pooled.keys()
+        keys, values = pooled.keys(), pooled.values()
+        dims = [self._key_dim[k] for k in keys]
+        if self._uniform is not None:  # B×F×k @ (F×d×k)ᵀ: one bmm instead of F small matmuls (and their backward)
+            d, k = self._uniform
+            projs = torch.stack([self.projs[self._key_table[key]] for key in keys])
+            out = torch.bmm(values.view(-1, len(keys), k).transpose(0, 1), projs.transpose(1, 2))
+            return KeyedTensor(keys=keys, length_per_key=dims, values=out.transpose(0, 1).reshape(-1, len(keys) * d))
         outs = []
-        for key, part in zip(keys, pooled.values().split(pooled.length_per_key(), dim=1)):
+        for key, part in zip(keys, values.split(pooled.length_per_key(), dim=1)):
             table = self._key_table[key]
             outs.append(part @ self.projs[table].T if table in self.projs else part)
-        return KeyedTensor(keys=keys, length_per_key=[self._key_dim[k] for k in keys], values=torch.cat(outs, dim=1))
+        return KeyedTensor(keys=keys, length_per_key=dims, values=torch.cat(outs, dim=1))
 
     def embedding_bag_configs(self) -> list[EmbeddingBagConfig]:
         """The d-dim configs of the replaced EBC (what ``DLRM`` and other EBC-based models read)."""

@@ -131,13 +131,15 @@ def fp16_scale_error(t: QuantTable) -> float:
     return 0.0 if sig == 0 else (float((q2 * ds**2).sum()) / sig) ** 0.5
 
 
-def to_torchrec_quant(tables: Sequence[QuantTable], is_weighted: bool = False,
-                      output_dtype: torch.dtype = torch.float32) -> QuantEmbeddingBagCollection:
+def to_torchrec_quant(tables: Sequence[QuantTable], is_weighted: bool = False, output_dtype: torch.dtype = torch.float32,
+                      max_fp16_error: Optional[float] = None) -> QuantEmbeddingBagCollection:
     """A CPU ``torchrec.quant.EmbeddingBagCollection`` holding our quantized tables in FBGEMM's fused row layout.
 
     Args:
         tables: :class:`QuantTable` per table (e.g. ``QuantTable.from_module(name, quantized_bag)``).
         is_weighted: whether input KJTs carry per-sample weights. output_dtype: pooled output dtype.
+        max_fp16_error: refuse tables whose :func:`fp16_scale_error` exceeds this (e.g. ``2**-11``: only
+            scales in fp16's normal range pass); None records the error without checking.
 
     Returns:
         The module; lookups equal pools of ``q·fp16(s)``. ``module.fp16_scale_error`` maps each table to
@@ -145,7 +147,8 @@ def to_torchrec_quant(tables: Sequence[QuantTable], is_weighted: bool = False,
 
     Raises:
         ConfigError: duplicate names, bad shapes/bits/pooling, d not filling whole bytes, fp16 overflow.
-        NumericalError: a scale rounds to 0 in fp16 (|s| < 2^-25) while its codes are not all zero.
+        NumericalError: a scale rounds to 0 in fp16 (|s| < 2^-25) while its codes are not all zero, or a
+            table's fp16 error exceeds ``max_fp16_error``.
 
     Example:
         >>> from torch import nn
@@ -172,6 +175,10 @@ def to_torchrec_quant(tables: Sequence[QuantTable], is_weighted: bool = False,
                                           data_type=_DATA_TYPE[container_bits(t.bits)], pooling=_POOLING[t.pooling]))
         weights[t.name] = (codes, scale_bias)
         errors[t.name] = fp16_scale_error(t)
+        if max_fp16_error is not None and errors[t.name] > max_fp16_error:
+            raise NumericalError(f"table {t.name!r}: fp16 scales add a relative error of {errors[t.name]:.3g} > "
+                                 f"{max_fp16_error:.3g} (scales below 6.1e-5 are fp16-subnormal); keep it unquantized "
+                                 "or scale the table up before quantizing")
     module = QuantEmbeddingBagCollection(configs, is_weighted, torch.device("cpu"), output_dtype=output_dtype,
                                          table_name_to_quantized_weights=weights)
     module.fp16_scale_error = errors
