@@ -235,6 +235,10 @@ def _dmp_worker(rank, world, port, out):
 
             losses = _train(dmp, None, dense, rank * B, (rank + 1) * B, cfgs, global_loss)
             results[name] = {"types": types, "losses": losses, "dense": sorted(n for n, _ in dmp.named_parameters())}
+            if sharding == "column_wise":  # the trained, unsharded state, for collapse in the parent
+                full = mtr.gather_state_dict(dmp)
+                if full is not None:
+                    torch.save(full, f"{out}.state")
         # built on the meta device (the large-model path): DMP materialises the projections through
         # Projections.reset_parameters and DDP makes them equal across ranks
         model, cfgs = _dmp_model(torch.device("meta"), inner_dims=())  # one k: the batched projection path
@@ -256,7 +260,7 @@ def _single_process_losses(optimizer):
     sparse = [p for n, p in model.named_parameters() if "embedding_bags" in n]
     dense = [p for n, p in model.named_parameters() if "embedding_bags" not in n]
     opt = torch.optim.SGD(sparse, lr=LR) if optimizer == "sgd" else RowWiseAdagrad(sparse, lr=LR, eps=1e-8)
-    return _train(model, opt, dense, 0, 2 * B, cfgs)
+    return _train(model, opt, dense, 0, 2 * B, cfgs), model
 
 
 def _free_port():
@@ -274,11 +278,23 @@ def test_dmp_two_ranks_match_single_process(tmp_path):
     assert meta[0]["sum"] == meta[1]["sum"] and 0.1 < meta[0]["std"] < 0.4  # N(0, 0.25²), 32 draws
     assert all(0 < x < 10 for m in meta for x in m["losses"])
     for name, (sharding, optimizer) in DMP_RUNS.items():
-        got, want = results[name]["losses"], _single_process_losses(optimizer)
+        got, (want, trained) = results[name]["losses"], _single_process_losses(optimizer)
         assert results[name]["types"] == [sharding], name
         assert "sparse_arch.embedding_bag_collection.projs.t1" in results[name]["dense"]
         assert want[-1] != pytest.approx(want[0], abs=1e-3)  # training moved the loss
         assert got == pytest.approx(want, rel=1e-5, abs=1e-6), name
+        if sharding == "column_wise":  # gathered state = single-process state; it collapses into the original model
+            full, ref = torch.load(f"{out}.state"), trained.state_dict()
+            assert sorted(full) == sorted(ref) and all(torch.allclose(full[k], ref[k], atol=1e-5) for k in ref)
+            unsharded, cfgs = _dmp_model()
+            unsharded.load_state_dict(full, strict=True)
+            dense, kjt, _ = _batch(7, 0, 2 * B, cfgs)
+            with torch.no_grad():
+                want_out = unsharded(dense, kjt)
+                mtr.collapse_ebcs_(unsharded)
+                original = _dlrm(EmbeddingBagCollection(cfgs))
+                original.load_state_dict(unsharded.state_dict(), strict=True)
+                assert torch.allclose(original(dense, kjt), want_out, atol=1e-5)
 
 
 def test_row_wise_sharding_is_refused_on_cpu():

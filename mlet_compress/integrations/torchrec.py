@@ -5,8 +5,8 @@
   :func:`wrap_ebc` / :func:`collapse_ebc` convert from / back to a plain d-dim EBC (:mod:`.torchrec_ebc`).
 * :func:`find_ebcs`, :func:`replace_ebc`, :func:`wrap_ebcs_`, :func:`collapse_ebcs_`, :func:`describe_tables`
   — whole-model helpers with per-table ``select(table)`` and k lookups (:mod:`.torchrec_model`).
-* :func:`shard_model`, :func:`ebc_sharder` — ``DistributedModelParallel`` with the stock sharder and a fused
-  row-wise Adagrad (:mod:`.torchrec_shard`).
+* :func:`shard_model`, :func:`ebc_sharder`, :func:`gather_state_dict` — ``DistributedModelParallel`` with the
+  stock sharder and a fused row-wise Adagrad, and the unsharded state back for collapse (:mod:`.torchrec_shard`).
 * :func:`to_torchrec_quant` — our quantized tables as a ``torchrec.quant.EmbeddingBagCollection`` in FBGEMM's
   fused row layout (:mod:`.torchrec_quant`).
 
@@ -32,13 +32,13 @@ from .torchrec_ebc import (INSTALL_HINT, EmbeddingBagCollection, EmbeddingBagCon
                            factor_from_weight, resolve_inner_dim, wrap_ebc)
 from .torchrec_model import collapse_ebcs_, describe_tables, find_ebcs, replace_ebc, wrap_ebcs_
 from .torchrec_quant import QuantEmbeddingBagCollection, QuantTable, fbgemm_rows, fp16_scale_error, to_torchrec_quant
-from .torchrec_shard import OPTIMIZERS, ebc_sharder, shard_model, sharding_constraints
+from .torchrec_shard import OPTIMIZERS, ebc_sharder, gather_state_dict, shard_model, sharding_constraints
 
 __all__ = [
     "INSTALL_HINT", "TorchRecUnavailableError", "MLETEmbeddingBagCollection", "wrap_ebc", "collapse_ebc",
     "factor_from_weight", "resolve_inner_dim", "find_ebcs", "replace_ebc", "wrap_ebcs_", "collapse_ebcs_",
     "describe_tables", "QuantTable", "fbgemm_rows", "fp16_scale_error", "to_torchrec_quant", "OPTIMIZERS",
-    "ebc_sharder", "sharding_constraints", "shard_model",
+    "ebc_sharder", "sharding_constraints", "shard_model", "gather_state_dict",
     # torchrec types, re-exported for convenience
     "EmbeddingBagCollection", "EmbeddingBagConfig", "PoolingType", "KeyedJaggedTensor", "KeyedTensor",
     "QuantEmbeddingBagCollection",

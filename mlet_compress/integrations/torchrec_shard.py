@@ -130,4 +130,26 @@ def shard_model(model: nn.Module, sharding_types: ShardingTypes = "table_wise", 
     return dmp
 
 
-__all__ = ["OPTIMIZERS", "ebc_sharder", "sharding_constraints", "shard_model"]
+def gather_state_dict(dmp: nn.Module, dst: int = 0, pg: Optional[dist.ProcessGroup] = None) -> Optional[dict]:
+    """The full, unsharded state dict of a DMP model on rank ``dst`` (None elsewhere); a collective: call on every rank.
+
+    Keys are the unsharded model's, so the result loads with ``strict=True`` into an unsharded copy of the
+    model, which :func:`~.torchrec_model.collapse_ebcs_` then collapses for inference.
+
+    Example:
+        >>> full = gather_state_dict(dmp)  # doctest: +SKIP
+        >>> if full is not None: model.load_state_dict(full); collapse_ebcs_(model)  # doctest: +SKIP
+    """
+    rank = dist.get_rank(pg)
+    out = {}
+    for key, value in dmp.state_dict().items():
+        if hasattr(value, "local_shards") and hasattr(value, "gather"):  # ShardedTensor
+            full = torch.empty(value.size(), dtype=value.dtype) if rank == dst else None
+            value.gather(dst=dst, out=full)
+            out[key] = full
+        else:
+            out[key] = value.detach().clone() if isinstance(value, torch.Tensor) else value
+    return out if rank == dst else None
+
+
+__all__ = ["OPTIMIZERS", "ebc_sharder", "sharding_constraints", "shard_model", "gather_state_dict"]
