@@ -105,8 +105,11 @@ def _batch(step, lo, hi, cfgs):
 
 
 def test_dlrm_accepts_mlet_ebc_and_trains():
+    from torchrec.modules.embedding_modules import EmbeddingBagCollectionInterface
+
     cfgs = _configs()
     model = _dlrm(MLETEmbeddingBagCollection(cfgs, inner_dim=16, seed=0))
+    assert isinstance(model.sparse_arch.embedding_bag_collection, EmbeddingBagCollectionInterface)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = torch.optim.Adagrad(model.parameters(), lr=0.1)
     dense, kjt, y = _batch(0, 0, 2 * B, cfgs)
@@ -177,6 +180,8 @@ def test_wrap_preserve_function_and_errors():
         mtr.wrap_ebc(ebc, inner_dim=2, preserve_function=True)
     with pytest.raises(ConfigError, match="positive integer"):
         MLETEmbeddingBagCollection(cfgs, inner_dim=0)
+    with pytest.raises(ConfigError, match="duplicate table names"):
+        MLETEmbeddingBagCollection(cfgs + cfgs[:1])
     with pytest.raises(ConfigError, match="SUM/MEAN"):
         MLETEmbeddingBagCollection([EmbeddingBagConfig(name="x", embedding_dim=4, num_embeddings=5, pooling=PoolingType.NONE)])
     with pytest.raises(TargetingError, match="EBCs found"):

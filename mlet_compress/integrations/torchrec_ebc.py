@@ -39,7 +39,8 @@ class TorchRecUnavailableError(ConfigError, ImportError):
 
 try:
     from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
-    from torchrec.modules.embedding_modules import EmbeddingBagCollection, get_embedding_names_by_table
+    from torchrec.modules.embedding_modules import (EmbeddingBagCollection, EmbeddingBagCollectionInterface,
+                                                    get_embedding_names_by_table)
     from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 except (ImportError, OSError) as exc:  # OSError: an fbgemm_gpu build that does not match torch
     raise TorchRecUnavailableError(f"mlet_compress.integrations.torchrec cannot import torchrec ({exc}); {INSTALL_HINT}") from exc
@@ -93,6 +94,9 @@ def _seeded(seed: Optional[int]) -> Iterator[None]:
 def _check_tables(tables: list, where: str) -> None:
     if not tables:
         raise ConfigError(f"{where}: no tables; pass at least one EmbeddingBagConfig")
+    names = [getattr(cfg, "name", None) for cfg in tables]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}: duplicate table names in {names}")
     for cfg in tables:
         if not isinstance(cfg, EmbeddingBagConfig):
             raise ConfigError(f"{where}: expected torchrec EmbeddingBagConfig, got {type(cfg).__name__}")
@@ -117,8 +121,11 @@ class Projections(nn.ParameterDict):
             p.normal_(0.0, self.init_std)
 
 
-class MLETEmbeddingBagCollection(nn.Module):
+class MLETEmbeddingBagCollection(EmbeddingBagCollectionInterface):
     """Drop-in for ``torchrec.EmbeddingBagCollection``: inner n×k tables, k→d projections after pooling.
+
+    Implements TorchRec's ``EmbeddingBagCollectionInterface`` (``forward(KJT) -> KeyedTensor``,
+    ``embedding_bag_configs()``, ``is_weighted()``), so EBC-based models such as ``DLRM`` take it unchanged.
 
     Args:
         tables: the d-dim ``EmbeddingBagConfig`` list of the EBC this replaces (returned unchanged by
@@ -131,7 +138,7 @@ class MLETEmbeddingBagCollection(nn.Module):
             of the uniform init the replaced table would have had. seed: reproducible initialisation.
 
     Raises:
-        ConfigError: empty ``tables``, MAX/NONE pooling, bad k.
+        ConfigError: empty ``tables``, duplicate names, NONE pooling, bad k or init_std.
 
     Example:
         >>> cfg = EmbeddingBagConfig(name="t0", embedding_dim=8, num_embeddings=100, feature_names=["f0"])
@@ -179,7 +186,7 @@ class MLETEmbeddingBagCollection(nn.Module):
         if self._uniform is not None:  # B×F×k @ (F×d×k)ᵀ: one bmm instead of F small matmuls (and their backward)
             d, k = self._uniform
             projs = torch.stack([self.projs[self._key_table[key]] for key in keys])
-            out = torch.bmm(values.view(-1, len(keys), k).transpose(0, 1), projs.transpose(1, 2))
+            out = torch.bmm(values.reshape(-1, len(keys), k).transpose(0, 1), projs.transpose(1, 2))
             return KeyedTensor(keys=keys, length_per_key=dims, values=out.transpose(0, 1).reshape(-1, len(keys) * d))
         outs = []
         for key, part in zip(keys, values.split(pooled.length_per_key(), dim=1)):
