@@ -18,7 +18,7 @@ import torch.multiprocessing as mp  # noqa: E402
 from torchrec.models.dlrm import DLRM  # noqa: E402
 
 from mlet_compress import QuantizedEmbeddingBag  # noqa: E402
-from mlet_compress.ops.packing import unpack_rows  # noqa: E402
+from mlet_compress.ops.quant import unpack_rows  # noqa: E402
 from mlet_compress.errors import ConfigError, NumericalError, TargetingError  # noqa: E402
 from mlet_compress.integrations import torchrec as mtr  # noqa: E402
 from mlet_compress.integrations.torchrec import (  # noqa: E402

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, NumericalError
-from ..ops.packing import check_bits, container_bits, packed_cols, unpack_rows
+from ..ops.quant import check_bits, container_bits, packed_cols, unpack_rows
 from .torchrec_ebc import INSTALL_HINT, KeyedJaggedTensor, TorchRecUnavailableError  # noqa: F401  (imports torchrec)
 
 try:
@@ -41,7 +41,7 @@ FP16_MAX = 65504.0
 
 @dataclass
 class QuantTable:
-    """One quantized table in our layout (see :mod:`mlet_compress.ops.packing`).
+    """One quantized table in our layout (see :mod:`mlet_compress.ops.quant.packing`).
 
     Attributes:
         name: table name. packed: uint8 n×packed_cols(d, bits), two's-complement codes.
@@ -59,12 +59,12 @@ class QuantTable:
 
     @classmethod
     def from_module(cls, name: str, module, feature_names: Optional[list[str]] = None) -> "QuantTable":
-        """From a :class:`~mlet_compress.QuantizedEmbeddingBag` (plain: no ``proj``, hashing or ``padding_idx``).
+        """From a :class:`~mlet_compress.QuantizedEmbeddingBag` (plain: no low-rank ``B``, hashing or ``padding_idx``).
 
         Raises:
             ConfigError: a low-rank, hashed or padded module, or a pooling FBGEMM does not have.
         """
-        for attr, what in (("proj", "a low-rank factor (proj)"), ("num_buckets", "hashed indices"),
+        for attr, what in (("B", "a low-rank factor (B)"), ("num_buckets", "hashed indices"),
                            ("padding_idx", "a padding_idx")):
             if getattr(module, attr, None) is not None:
                 raise ConfigError(f"table {name!r}: {what} has no FBGEMM equivalent; export plain quantized tables")
