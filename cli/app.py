@@ -58,7 +58,7 @@ FLAG_NAMES = {"inner_dim": "--mlet-k", "out": "--out", "dst": "--output"}
 def cli_option(option: str, value: Any) -> str:
     """How the CLI spells an option named in a library error: ``--force``, ``--tables 'emb.*'``."""
     flag = FLAG_NAMES.get(option, "--" + option.replace("_", "-"))
-    return flag if value is True else f"{flag} {value!r}"
+    return flag if value is True or value is ... else f"{flag} {value!r}"
 
 
 def error_line(exc: BaseException) -> str:

@@ -2,8 +2,9 @@
 
 Every error the library raises on bad input derives from :class:`MLETError`, so callers (and the
 CLI) can catch one class. Messages name the object, the value and the fix. A fix that is an option of
-the call is written ``{option}`` in the message and named by ``option`` (and ``value``): Python callers
-read ``force=True``, and the CLI renders the same error with its flag (``--force``).
+the call is written ``{option}`` in the message and named by ``option`` (and ``value``), or ``{name}`` for
+each entry of ``options``: Python callers read ``force=True``, and the CLI renders the same error with
+its flag (``--force``). A value of ``...`` names the option itself (``lr`` / ``--lr``).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Any, Callable, Optional
 
 
 def python_option(option: str, value: Any) -> str:
-    """How a Python caller spells an option: ``force=True``, ``tables='emb.*'``."""
-    return f"{option}={value!r}"
+    """How a Python caller spells an option: ``force=True``, ``tables='emb.*'``, ``lr`` (value ``...``)."""
+    return option if value is ... else f"{option}={value!r}"
 
 
 class MLETError(Exception):
@@ -22,7 +23,8 @@ class MLETError(Exception):
     Args:
         message: the one-line message; ``{option}`` marks where the option that fixes it is named.
         option: the keyword argument the fix refers to (``"force"``, ``"tables"``, ...), or None.
-        value: the option's value in the fix (``True`` for a switch, or the value the caller passed).
+        value: the option's value in the fix (``True`` for a switch, the value the caller passed, or ``...``).
+        options: several options at once, ``{name: value}``, each written ``{name}`` in the message.
 
     Example:
         >>> e = CheckpointError("out.safetensors already exists; pass {option} to overwrite it", option="force")
@@ -32,15 +34,20 @@ class MLETError(Exception):
         'out.safetensors already exists; pass --force to overwrite it'
     """
 
-    def __init__(self, message: str = "", *, option: Optional[str] = None, value: Any = True):
+    def __init__(self, message: str = "", *, option: Optional[str] = None, value: Any = True,
+                 options: Optional[dict[str, Any]] = None):
         super().__init__(message)
         self.message, self.option, self.value = message, option, value
+        self.options = dict(options or {})
 
     def render(self, spell: Callable[[str, Any], str] = python_option) -> str:
-        """The message with ``{option}`` spelled by ``spell(option, value)``."""
-        if self.option is None:
-            return self.message
-        return self.message.replace("{option}", spell(self.option, self.value))
+        """The message with each option placeholder spelled by ``spell(option, value)``."""
+        text = self.message
+        if self.option is not None:
+            text = text.replace("{option}", spell(self.option, self.value))
+        for name, value in self.options.items():
+            text = text.replace("{" + name + "}", spell(name, value))
+        return text
 
     def __str__(self) -> str:
         return self.render()

@@ -124,7 +124,7 @@ def _read_parquet(path: Path, label, categorical, numeric, skip_bad_rows) -> Raw
         i = int(np.flatnonzero(~ok)[0])
         if not skip_bad_rows:
             raise DataError(f"{path}: row {i + 1}: label {float(y[i])!r} is not -1, 0 or 1; fix it or skip bad rows "
-                            f"(--skip-bad-rows, skip_bad_rows=True)")
+                            "({option})", option="skip_bad_rows")
         skipped = int((~ok).sum())
         table, y, dense = table.filter(pa.array(ok)), y[ok], dense[ok]
     cols = [raw_column(pc.cast(table.column(c), pa.string()) if not pa.types.is_dictionary(table.column(c).type)

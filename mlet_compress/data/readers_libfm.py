@@ -108,7 +108,8 @@ def _parse_block(path: Path, line0: int, buf, num_fields: int | None, skip_bad_r
     nbad = int(bad.sum() + rowbad.sum())
     if nbad and not skip_bad_rows:
         first = min(why)
-        raise DataError(f"{path}: line {first}: {why[first]}; fix the line or skip bad rows (--skip-bad-rows, skip_bad_rows=True)")
+        raise DataError(f"{path}: line {first}: {why[first]}; fix the line or skip bad rows ({{option}})",
+                        option="skip_bad_rows")
     keep_rows = pa.array(~rowbad)
     labels = (to_numpy(lab.filter(keep_rows).cast(pa.float64())) > 0).astype(np.float32)
     return num_fields, labels, [t.filter(keep_rows) for t in toks], nbad

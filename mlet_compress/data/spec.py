@@ -109,7 +109,7 @@ class DataSpec:
             if self.synthetic is not None:
                 self.synthetic_config()  # unknown keys raise here
         elif not self.path:
-            raise ConfigError(f"data format {self.format!r} needs a data path (--data PATH)")
+            raise ConfigError(f"data format {self.format!r} needs a data path ({{data}})", options={"data": ...})
         if self.label is not None and fmt != "csv":
             raise ConfigError(f"label={self.label!r} applies to format 'csv' only; format {fmt!r} has a fixed label")
         if isinstance(self.categorical, str) or isinstance(self.numeric, str):

@@ -216,7 +216,8 @@ def _diagnostic_read(path, delimiter, names, header_lines, specs, skip_bad_rows,
         if nbad and not skip_bad_rows:
             first_line = int(bad_line.min())
             reason = reasons.get(first_line, "malformed row")
-            raise DataError(f"{path}: line {first_line}: {reason}; fix the line or skip bad rows (--skip-bad-rows, skip_bad_rows=True)")
+            raise DataError(f"{path}: line {first_line}: {reason}; fix the line or skip bad rows ({{option}})",
+                            option="skip_bad_rows")
         skipped += nbad
         keep_rows = pa.array(~row_bad)
         out.append(pa.table({n: c.filter(keep_rows) for n, c in cols.items()}))

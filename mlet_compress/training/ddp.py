@@ -63,7 +63,7 @@ def resolve_device(spec: str, info: DistInfo) -> torch.device:
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"device {spec!r} requested but CUDA is not available; use --device cpu")
+            raise ConfigError(f"device {spec!r} requested but CUDA is not available; use {{option}}", option="device", value="cpu")
         if spec == "cuda":
             spec = f"cuda:{info.local_rank if info.distributed else torch.cuda.current_device()}"
     return torch.device(spec)

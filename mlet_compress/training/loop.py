@@ -235,7 +235,8 @@ class LossWindow:
             raise NumericalError(
                 f"training loss became {mean} at epoch {self.epoch} "
                 f"(steps {step_in_epoch + 2 - len(self.losses)}-{step_in_epoch + 1}); "
-                "lower --lr or --init-std (MLET diverges when the projection init is too large)"
+                "lower {lr} or {init_std} (MLET diverges when the projection init is too large)",
+                options={"lr": ..., "init_std": ...},
             )
         self.total += mean * len(self.losses)
         now = time.perf_counter()

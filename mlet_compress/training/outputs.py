@@ -51,11 +51,11 @@ def check_run_dir(path: PathLike, *, force: bool = False) -> Path:
     """
     p = Path(path)
     if p.exists() and not p.is_dir():
-        raise ConfigError(f"output path {str(p)!r} is a file; pass a directory to --out")
+        raise ConfigError(f"output path {str(p)!r} is a file; pass a directory as {{out}}", options={"out": ...})
     if p.is_dir() and any(p.iterdir()) and not force:
         raise ConfigError(
-            f"output directory {str(p)!r} is not empty; pass --force to overwrite it, choose another --out, "
-            "or --resume it"
+            f"output directory {str(p)!r} is not empty; pass {{force}} to overwrite it, choose another {{out}}, "
+            "or {resume} it", options={"force": True, "out": ..., "resume": ...},
         )
     return p
 
@@ -146,7 +146,8 @@ def load_state(path: PathLike) -> tuple[dict, dict, FitState, dict]:
     """
     p = Path(path)
     if not p.is_file():
-        raise CheckpointError(f"{str(p)!r} not found; --resume needs a run directory trained with state saving on")
+        raise CheckpointError(f"{str(p)!r} not found; {{resume}} needs a run directory trained with state saving on",
+                              options={"resume": ...})
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a damaged file

@@ -60,8 +60,9 @@ def check_resume(saved: dict, cfg: TrainConfig) -> None:
     diff = [k for k in RESUME_KEYS if json.dumps(saved.get(k), sort_keys=True) != json.dumps(now.get(k), sort_keys=True)]
     if diff:
         raise ConfigError(
-            f"--resume: option(s) {diff} differ from the saved run ({[saved.get(k) for k in diff]} saved); "
-            "resume with the run's own config (only --epochs/--patience may change)"
+            f"{{resume}}: option(s) {diff} differ from the saved run ({[saved.get(k) for k in diff]} saved); "
+            "resume with the run's own config (only {epochs} and {patience} may change)",
+            options={"resume": ..., "epochs": ..., "patience": ...},
         )
 
 
