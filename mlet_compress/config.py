@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 from .errors import ConfigError
+from .ops.hashing import buckets_for
 
 Targets = Optional[Union[str, list[str]]]
 
@@ -194,6 +195,4 @@ class HashConfig(TargetSpec):
 
     def buckets_for(self, num_rows: int) -> int:
         """Rows of the hashed table for a table of ``num_rows`` rows (never more than ``num_rows``)."""
-        from .ops.hashing import buckets_for  # config stays importable without torch
-
         return buckets_for(num_rows, ratio=self.ratio, num_buckets=self.num_buckets)

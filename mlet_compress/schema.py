@@ -264,7 +264,7 @@ class TableEntry:
     @classmethod
     def from_module(cls, name: str, module: Any) -> Optional["TableEntry"]:
         """The entry describing an embedding module of the model (None when it is not a table)."""
-        from .table_modules import entry_from_module  # keeps this module free of torch and the layers
+        from .table_modules import entry_from_module  # a cycle: table_modules builds on this module
 
         return entry_from_module(name, module)
 

@@ -10,7 +10,6 @@ process once it has been consumed.
 from __future__ import annotations
 
 import mmap
-import os
 import queue
 import threading
 from dataclasses import dataclass, field

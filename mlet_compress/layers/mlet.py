@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..ops.collapse import collapse_weight
 from ..ops.hashing import hash_indices
 from ._base import check_mode
 
@@ -114,8 +115,6 @@ class _MLETMixin:
 
     def effective_weight(self, dtype: torch.dtype = torch.float32) -> Tensor:
         """The n×d table ``table @ proj.T`` computed in at least fp32, cast to ``dtype`` (what :func:`collapse` stores)."""
-        from ..ops.collapse import collapse_weight
-
         with torch.no_grad():
             return collapse_weight(self.table, self.proj, dtype)
 

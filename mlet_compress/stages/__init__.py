@@ -22,43 +22,31 @@ Valid order: hash → MLET → collapse → SVD → quantize (any stage may be s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
 
-import torch
 from torch import nn
 
 from ..atomic import resolve_output
 from ..checkpoint import load_header
-from ..config import MLETConfig
+from ..config import CollapseConfig, MLETConfig
 from ..errors import ConfigError
 from ..streaming import Plan, Progress, RowReader, execute
-from ..table_modules import TABLE_KINDS, set_stage_chain, stage_chain, table_kind
-from ..targeting import find_modules, replace_module
+from ..table_modules import set_stage_chain, stage_chain
+from ..targeting import replace_module
 from . import hash as _hash  # noqa: F401  (registers the stage)
 from . import lowrank as _lowrank  # noqa: F401  (registers the stage)
 from . import mlet as _mlet
 from . import quantize as _quantize  # noqa: F401  (registers the stage)
 from .base import (
-    Candidate, CompressReport, FilterFn, OrderRule, Stage, TableFilter, check_order, register, registered,
-    select_tables, stage_for,
+    Candidate, CompressReport, FilterFn, OrderRule, Stage, TableFilter, check_order, model_candidates, register,
+    registered, select_tables, stage_for,
 )
 
 wrap = _mlet.wrap
-collapse = _mlet.collapse
 
 
 def _module_bytes(mod: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in mod.state_dict().values())
-
-
-def model_candidates(model: nn.Module) -> list[Candidate]:
-    """Every embedding table of ``model`` (aliases found once) as a selection :class:`Candidate`."""
-    out = []
-    for f in find_modules(model, TABLE_KINDS):
-        m = f.module
-        out.append(Candidate(f.names, table_kind(m), getattr(m, "num_buckets", None) is not None,
-                             int(m.num_embeddings), int(m.embedding_dim), f))
-    return out
 
 
 def compress_(model: nn.Module, config: Any, filter_fn: Optional[FilterFn] = None) -> CompressReport:
@@ -107,6 +95,35 @@ def compress_(model: nn.Module, config: Any, filter_fn: Optional[FilterFn] = Non
         report.tables[c.name] = {"rows": int(new.num_embeddings), "dim": int(new.embedding_dim), **record.to_json(),
                                  "bytes_before": _module_bytes(old), "bytes_after": _module_bytes(new)}
     return report
+
+
+def collapse(model: nn.Module, *, check: bool = True, probe_rows: int = 1024) -> nn.Module:
+    """Replace every MLET module by a plain table holding ``table @ proj.T`` (in place); return the model.
+
+    The collapsed model's ``state_dict()`` has exactly the keys, shapes and dtypes of the original
+    unwrapped model, so it loads into the original model class with ``strict=True``. Same as
+    ``compress_(model, CollapseConfig(check=check, probe_rows=probe_rows))``.
+
+    Args:
+        model: a model returned by :func:`wrap` (or containing MLET modules).
+        check: verify the collapsed lookup equals the MLET lookup on up to ``probe_rows`` random rows
+            (fp64 reference) and refuse NaN/Inf.
+        probe_rows: rows probed by the check.
+
+    Raises:
+        TargetingError: the model holds no MLET modules.
+        NumericalError: NaN/Inf in a collapsed table, or the equivalence check failed.
+
+    Example:
+        >>> from mlet_compress import MLETConfig
+        >>> m = wrap(nn.Sequential(nn.Embedding(10, 4)), MLETConfig(inner_dim=8))
+        >>> type(collapse(m)[0]).__name__
+        'Embedding'
+    """
+    compress_(model, CollapseConfig(check=check, probe_rows=probe_rows))
+    if hasattr(model, "mlet_wrapped"):
+        delattr(model, "mlet_wrapped")
+    return model
 
 
 def compress_checkpoint(
@@ -189,8 +206,6 @@ def collapse_checkpoint(src: Union[str, Path], dst: Optional[Union[str, Path]] =
         >>> collapse_checkpoint("model.safetensors")  # doctest: +SKIP
         PosixPath('model.collapsed.safetensors')
     """
-    from ..config import CollapseConfig
-
     return compress_checkpoint(src, CollapseConfig(chunk_rows=chunk_rows), dst, force=force, progress=progress).output
 
 

@@ -24,7 +24,8 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 from ..errors import ConfigError, TargetingError
 from ..schema import StageRecord
-from ..targeting import name_matches
+from ..table_modules import TABLE_KINDS, table_kind
+from ..targeting import find_modules, name_matches
 
 #: A model-level filter: ``filter_fn(module_name, module) -> bool``.
 FilterFn = Callable[[str, Any], bool]
@@ -197,6 +198,16 @@ def select_tables(stage: Stage, candidates: list[Candidate], config: Any, extra:
     return chosen, skipped
 
 
+def model_candidates(model: Any) -> list[Candidate]:
+    """Every embedding table of ``model`` (aliases found once) as a selection :class:`Candidate`."""
+    out = []
+    for f in find_modules(model, TABLE_KINDS):
+        m = f.module
+        out.append(Candidate(f.names, table_kind(m), getattr(m, "num_buckets", None) is not None,
+                             int(m.num_embeddings), int(m.embedding_dim), f))
+    return out
+
+
 class CompressReport(Mapping):
     """What :func:`compress_` / :func:`compress_checkpoint` did: a read-only mapping of table name → stats.
 
@@ -245,4 +256,4 @@ class CompressReport(Mapping):
 
 
 __all__ = ["Stage", "OrderRule", "Candidate", "CompressReport", "FilterFn", "TableFilter", "register", "stage_for",
-           "registered", "check_order", "select_tables"]
+           "registered", "check_order", "select_tables", "model_candidates"]

@@ -4,7 +4,8 @@
 - ``MLETConfig``: op :func:`~mlet_compress.layers.mlet.MLETEmbedding` factors; module handler ``_wrap_one``;
   no file plan (MLET is a training-time stage).
 - ``CollapseConfig``: op :func:`~mlet_compress.ops.collapse.collapse_rows`; module handler
-  :func:`collapsed_module` (restores the replaced module's class and options); file plan
+  :func:`collapsed_module` (restores the replaced module's class and options; ``collapse(model)`` in the
+  package runs it on every MLET module); file plan
   :func:`_collapse_plan` (streams row chunks of ``table @ proj.T``).
 """
 
@@ -26,7 +27,7 @@ from ..safetensors_io import dtype_name
 from ..streaming import OutTensor, RowReader, TablePlan
 from ..table_modules import MLET_KINDS, PLAIN_KINDS, set_stage_chain, stage_chain
 from ..targeting import find_modules, lookup_by_name, replace_module
-from .base import Candidate, OrderRule, Stage, register, select_tables
+from .base import Candidate, OrderRule, Stage, model_candidates, register, select_tables
 
 EMBEDDING_KINDS = PLAIN_KINDS
 
@@ -101,8 +102,6 @@ def wrap(model: nn.Module, config: Optional[MLETConfig] = None) -> nn.Module:
     cfg = config or MLETConfig()
     if find_modules(model, MLET_KINDS):
         raise TargetingError("model is already MLET-wrapped; collapse(model) first or wrap the original model")
-    from . import model_candidates  # the package's shared candidate list (imported late: it imports this module)
-
     chosen = [c.obj for c in select_tables(STAGE, model_candidates(model), cfg, in_file=False)[0]]
     for f in chosen:
         _refuse_unsupported(f.name, f.module)
@@ -166,36 +165,6 @@ def _collapse_one(name: str, mod: nn.Module, cfg: CollapseConfig) -> tuple[nn.Mo
     return plain, StageRecord.make("collapse")
 
 
-def collapse(model: nn.Module, *, check: bool = True, probe_rows: int = 1024) -> nn.Module:
-    """Replace every MLET module by a plain table holding ``table @ proj.T`` (in place); return the model.
-
-    The collapsed model's ``state_dict()`` has exactly the keys, shapes and dtypes of the original
-    unwrapped model, so it loads into the original model class with ``strict=True``. Same as
-    ``compress_(model, CollapseConfig(check=check, probe_rows=probe_rows))``.
-
-    Args:
-        model: a model returned by :func:`wrap` (or containing MLET modules).
-        check: verify the collapsed lookup equals the MLET lookup on up to ``probe_rows`` random rows
-            (fp64 reference) and refuse NaN/Inf.
-        probe_rows: rows probed by the check.
-
-    Raises:
-        TargetingError: the model holds no MLET modules.
-        NumericalError: NaN/Inf in a collapsed table, or the equivalence check failed.
-
-    Example:
-        >>> m = wrap(nn.Sequential(nn.Embedding(10, 4)), MLETConfig(inner_dim=8))
-        >>> type(collapse(m)[0]).__name__
-        'Embedding'
-    """
-    from . import compress_  # the package entry point (this module is imported while it is being built)
-
-    compress_(model, CollapseConfig(check=check, probe_rows=probe_rows))
-    if hasattr(model, "mlet_wrapped"):
-        delattr(model, "mlet_wrapped")
-    return model
-
-
 def _collapse_plan(entry: TableEntry, reader: RowReader, cfg: CollapseConfig) -> tuple[TablePlan, dict]:
     name = entry.name
     tkey, pkey = entry.factors["table"].key, entry.factors["proj"].key
@@ -241,4 +210,4 @@ register(Stage(
     order=OrderRule(), skip_reason=_not_mlet, suffix=lambda cfg: "collapsed",
 ))
 
-__all__ = ["wrap", "collapse", "collapsed_module"]
+__all__ = ["wrap", "collapsed_module"]

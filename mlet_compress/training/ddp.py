@@ -258,8 +258,6 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device, info: DistInfo) -> tu
         ``(ddp_model, hook_or_None)``: call the hook after every ``backward()``. When every trainable
         parameter is a sparse table, ``ddp_model`` is ``model`` itself (DDP needs a dense parameter).
     """
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
     tables = sparse_table_params(model)
     hook = None
     if tables and not hasattr(DDP, "_set_params_and_buffers_to_ignore_for_model"):  # pragma: no cover - very old/new torch

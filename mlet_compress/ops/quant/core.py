@@ -43,16 +43,6 @@ def qmax(bits: int) -> int:
     return (1 << (check_bits(bits) - 1)) - 1
 
 
-def qmax(bits: int) -> int:
-    """Largest code magnitude of the b-bit symmetric quantizer: ``2^(b-1) - 1``.
-
-    Example:
-        >>> qmax(8), qmax(4), qmax(2)
-        (127, 7, 1)
-    """
-    return (1 << (check_bits(bits) - 1)) - 1
-
-
 def check_grid(grid: int) -> int:
     """Validate the number of candidate thresholds (an int ≥ 1)."""
     if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
