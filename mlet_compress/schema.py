@@ -70,17 +70,24 @@ class _Fields:
         return v
 
 
+#: dtypes a quantization scale may be stored in (files without the field hold float32 scales).
+SCALE_DTYPES = ("float32", "float16")
+
+
 @dataclass(frozen=True)
 class QuantSpec:
-    """How a quantized factor is stored: ``bits`` (2..8), ``granularity`` (table/row), its scale tensor."""
+    """How a quantized factor is stored: ``bits`` (2..8), ``granularity`` (table/row), its scale tensor
+    and that tensor's dtype (``scale_dtype``: float32, or float16; files written before it hold float32)."""
 
     bits: int
     granularity: str
     scale_key: str
+    scale_dtype: str = "float32"
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of the ``quant`` field."""
-        return {"bits": self.bits, "granularity": self.granularity, "scale_key": self.scale_key}
+        return {"bits": self.bits, "granularity": self.granularity, "scale_key": self.scale_key,
+                "scale_dtype": self.scale_dtype}
 
 
 @dataclass(frozen=True)
@@ -109,11 +116,15 @@ class Factor:
         quant = None
         if f.obj.get("quant") is not None:
             q = _Fields(f.obj["quant"], f"{where} quant")
-            quant = QuantSpec(q.get("bits", int), q.get("granularity", str), q.get("scale_key", str))
+            quant = QuantSpec(q.get("bits", int), q.get("granularity", str), q.get("scale_key", str),
+                              q.get("scale_dtype", str, "float32"))
             if not 2 <= quant.bits <= 8:
                 raise q.fail("bits", f"must be in 2..8, got {quant.bits}")
             if quant.granularity not in ("table", "row"):
                 raise q.fail("granularity", f"must be 'table' or 'row', got {quant.granularity!r}")
+            if quant.scale_dtype not in SCALE_DTYPES:
+                raise q.fail("scale_dtype", f"must be one of {SCALE_DTYPES}, got {quant.scale_dtype!r} "
+                                            "(upgrade mlet-compress?)")
         return cls(f.get("key", str), tuple(shape), f.get("dtype", str, "float32"), quant)
 
 
@@ -350,6 +361,10 @@ class TableEntry:
                                      f"{list(infos[fac.key].shape)}")
             if fac.quant is not None and fac.quant.scale_key not in infos:
                 raise bad("factors", f"name scale tensor {fac.quant.scale_key!r}, which the file does not hold")
+            held = getattr(infos.get(fac.quant.scale_key), "dtype", None) if fac.quant is not None else None
+            if held is not None and str(held).replace("torch.", "") != fac.quant.scale_dtype:
+                raise bad("factors", f"say scale {fac.quant.scale_key!r} is {fac.quant.scale_dtype} but the file holds "
+                                     f"{str(held).replace('torch.', '')}")
         shape = {k: tuple(infos[f.key].shape) if f.quant is None else f.shape for k, f in self.factors.items()}
         if self.kind == "mlet" and not (len(shape["table"]) == len(shape["proj"]) == 2
                                         and shape["table"][1] == shape["proj"][1]):

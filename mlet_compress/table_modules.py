@@ -21,7 +21,7 @@ from typing import Mapping, Optional
 import torch
 from torch import nn
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .layers._base import module_options
 from .layers.hashed import HashedEmbedding, HashedEmbeddingBag
 from .layers.lowrank import LowRankEmbedding, LowRankEmbeddingBag
@@ -85,7 +85,7 @@ def _factors(name: str, mod: nn.Module, kind: str) -> tuple[dict[str, Factor], O
         return ({"A": _fac(table_key(name, "A"), mod.A), "B": _fac(table_key(name, "B"), mod.B)}, None,
                 (StageRecord.make("svd", rank=mod.rank),))
     if kind == "quantized":
-        quant = QuantSpec(mod.bits, mod.granularity, table_key(name, "scale"))
+        quant = QuantSpec(mod.bits, mod.granularity, table_key(name, "scale"), dtype_name(mod.scale_dtype))
         default = (StageRecord.make("quantize", bits=mod.bits, granularity=mod.granularity),)
         if mod.B is not None:
             return ({"A": Factor(table_key(name, "codes"), (mod.num_embeddings, mod.rank), "float32", quant),
@@ -158,19 +158,16 @@ def _quantized(entry: TableEntry, tensors: Mapping[str, torch.Tensor], common: d
     cls = QuantizedEmbeddingBag if entry.is_bag else QuantizedEmbedding
     mod = cls(entry.num_embeddings, entry.embedding_dim, bits=q.bits, granularity=q.granularity,
               rank=int(B.shape[0]) if lowrank else None, padding_idx=common["padding_idx"],
-              num_buckets=common["buckets"], original_num_embeddings=common["orig"], **common["bag"])
+              num_buckets=common["buckets"], original_num_embeddings=common["orig"], scale_dtype=q.scale_dtype,
+              **common["bag"])
     codes = _tensor(tensors, entry.factors["A" if lowrank else "weight"].key, name)
     scale = _tensor(tensors, q.scale_key, name)
-    if tuple(codes.shape) != tuple(mod.qweight.shape) or tuple(scale.shape) != tuple(mod.scale.shape):
+    try:
+        return mod.load_codes(codes, scale, B)
+    except ConfigError as exc:
         raise CheckpointError(f"table {name!r}: quantized tensors {tuple(codes.shape)}/{tuple(scale.shape)} do not match "
-                              f"{q.bits}-bit {q.granularity} codes of a {entry.num_embeddings}×{mod.code_dim} table")
-    with torch.no_grad():
-        mod.qweight.copy_(codes)
-        mod.scale.copy_(scale)
-        if B is not None:
-            mod.B.copy_(B)
-    mod._refresh_fused()
-    return mod
+                              f"{q.bits}-bit {q.granularity} codes of a {entry.num_embeddings}×{mod.code_dim} table "
+                              f"({exc})") from None
 
 
 _BUILDERS = {"plain": _plain, "mlet": _mlet, "lowrank": _lowrank, "quantized": _quantized}

@@ -29,7 +29,7 @@ def _trained(seed=0):
 
 CONFIGS = [mc.LowRankConfig(rank=3), mc.LowRankConfig(energy=0.9)] + [
     mc.QuantConfig(bits=b, granularity=g) for b in (2, 4, 8) for g in ("table", "row")
-]
+] + [mc.QuantConfig(bits=b, granularity=g, scale_dtype="fp16") for b, g in ((2, "row"), (4, "table"), (8, "row"))]
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=repr)
@@ -40,7 +40,7 @@ def test_file_and_model_paths_give_the_same_tables(tmp_path, config):
     mrep = mc.compress_(model, config)
     assert set(rep) == set(mrep) == {"emb", "bag"}
     for name in rep:  # the same stage record (rank, errors) either way
-        for key in ("rank", "bits", "granularity", "rel_error", "l2_error", "sqnr_db", "stage"):
+        for key in ("rank", "bits", "granularity", "scale_dtype", "rel_error", "l2_error", "sqnr_db", "stage"):
             a, b = rep[name].get(key), mrep[name].get(key)
             if isinstance(a, (int, float)) and isinstance(b, (int, float)):
                 assert a == pytest.approx(b, rel=1e-6, abs=1e-9), (name, key)

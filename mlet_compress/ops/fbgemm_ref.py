@@ -4,7 +4,8 @@ FBGEMM's scheme (``torch.ops.quantized.embedding_bag_byte_prepack``) is asymmetr
 search: ``scale = (max − min)/255``, ``bias = min``, ``ŵ = scale·u + bias`` for ``u ∈ [0, 255]``; each
 packed row holds d code bytes followed by the float32 scale and bias (d + 8 bytes). Lookups use the fused
 ``embedding_bag_byte_rowwise_offsets`` kernel. Used by ``benchmarks/bench_lookup.py`` and the CLI's
-``benchmark`` command.
+``benchmark`` command. (The quantized layers hold our own symmetric codes in this layout:
+:mod:`mlet_compress.ops.quant.fused`.)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import Tensor
 from ..errors import ConfigError
 from .bags import bag_offsets
 from .quant import sqnr_db
+from .quant.fused import to_fused_rows
 
 _MODES = ("sum", "mean")
 
@@ -98,10 +100,12 @@ def pack_symmetric_rowwise(codes8: Tensor, scale: Tensor) -> Tensor:
 
     Row r becomes ``[q + 128 (uint8) × d, scale_r (f32), -128·scale_r (f32)]``: FBGEMM computes
     ``fma(u, scale, bias) = fl(scale·q)``, our dequantized value, exactly (bags of one row are
-    bit-identical to ours; larger bags differ by FBGEMM's fused accumulation, ~1 ulp per row).
+    bit-identical to ours; larger bags differ by FBGEMM's fused accumulation, ~1 ulp per row). The 8-bit
+    case of :func:`mlet_compress.ops.quant.fused.to_fused_rows`, which the quantized layers hold as their
+    only copy of the codes.
 
     Args:
-        codes8: uint8 n×d packed 8-bit codes (two's complement bytes, see :mod:`.packing`).
+        codes8: uint8 n×d packed 8-bit codes (two's complement bytes, see :mod:`.quant.packing`).
         scale: float32 [] or [n].
 
     Returns:
@@ -113,13 +117,10 @@ def pack_symmetric_rowwise(codes8: Tensor, scale: Tensor) -> Tensor:
     """
     if codes8.dtype != torch.uint8 or codes8.dim() != 2:
         raise ConfigError(f"pack_symmetric_rowwise: expected uint8 n×d 8-bit codes, got {codes8.dtype} {tuple(codes8.shape)}")
-    n, d = codes8.shape
-    s = scale.to(torch.float32).expand(n).reshape(n, 1).contiguous()
-    out = torch.empty(n, d + 8, dtype=torch.uint8, device=codes8.device)
-    torch.bitwise_xor(codes8, 0x80, out=out[:, :d])  # two's complement → offset binary (q + 128)
-    out[:, d:d + 4] = s.view(torch.uint8)
-    out[:, d + 4:] = (s * -128.0).view(torch.uint8)
-    return out
+    rows, in_header = to_fused_rows(codes8, scale, 8)
+    if not in_header:
+        raise ConfigError("pack_symmetric_rowwise: -128·scale overflows float32; rescale the table")
+    return rows
 
 
 @dataclass

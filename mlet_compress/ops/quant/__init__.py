@@ -3,7 +3,8 @@
 - :mod:`.core` — ``quantize`` / ``dequantize``, validation, candidate scales, the exhaustive reference search;
 - :mod:`.search` — the fast exact search (same choice as the exhaustive one);
 - :mod:`.packing` — 2/4/8-bit codes packed along rows (two's complement, little-endian in a byte);
-- :mod:`.table` — whole tables, streamed: ``search_scale``, ``iter_quantized_rows``, ``quantize_tensor``.
+- :mod:`.table` — whole tables, streamed: ``search_scale``, ``iter_quantized_rows``, ``quantize_tensor``;
+- :mod:`.fused` — the codes in FBGEMM's fused row layout, pooled by PyTorch's row-wise kernels.
 
 Example:
     >>> import torch
@@ -15,8 +16,9 @@ Example:
 """
 
 from .core import (
-    GRANULARITIES, MAX_BITS, MIN_BITS, TINY_SCALE, candidate_errors, candidate_scales, check_bits, check_granularity,
-    check_grid, dequantize, qmax, quant_error, quantize, search_scale_exhaustive, sqnr_db,
+    FP16_MAX, FP16_MIN_NORMAL, GRANULARITIES, MAX_BITS, MIN_BITS, SCALE_DTYPES, TINY_SCALE, candidate_errors,
+    candidate_scales, cast_scale, check_bits, check_granularity, check_grid, check_scale_dtype, dequantize, qmax,
+    quant_error, quantize, scale_dtype_name, search_scale_exhaustive, sqnr_db,
 )
 from .packing import container_bits, pack_rows, packed_cols, unpack_rows
 from .table import (
@@ -25,7 +27,8 @@ from .table import (
 )
 
 __all__ = [
-    "GRANULARITIES", "MIN_BITS", "MAX_BITS", "TINY_SCALE", "DEFAULT_CHUNK_ROWS",
+    "GRANULARITIES", "MIN_BITS", "MAX_BITS", "TINY_SCALE", "DEFAULT_CHUNK_ROWS", "SCALE_DTYPES", "FP16_MIN_NORMAL",
+    "FP16_MAX", "check_scale_dtype", "scale_dtype_name", "cast_scale",
     "check_bits", "check_grid", "check_granularity", "qmax", "candidate_scales", "candidate_errors",
     "quantize", "dequantize", "quant_error", "sqnr_db", "search_scale_exhaustive",
     "container_bits", "packed_cols", "pack_rows", "unpack_rows",

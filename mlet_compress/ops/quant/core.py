@@ -13,13 +13,17 @@ import math
 import torch
 from torch import Tensor
 
-from ...errors import ConfigError
+from ...errors import ConfigError, NumericalError
 from ..rows import check_float
 
 MIN_BITS, MAX_BITS = 2, 8
 GRANULARITIES = ("table", "row")
 #: Smallest candidate scale (the smallest normal float32): scales that would underflow are clamped to it.
 TINY_SCALE = torch.finfo(torch.float32).tiny
+#: Storage dtypes of the scales, by their short names (the config's and the CLI's spelling).
+SCALE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+#: float16 range a stored scale must lie in: normal numbers only (relative rounding error ≤ 2^-11).
+FP16_MIN_NORMAL, FP16_MAX = 2.0**-14, 65504.0
 
 
 def check_bits(bits: int, where: str = "quantization") -> int:
@@ -55,6 +59,67 @@ def check_granularity(granularity: str) -> str:
     if granularity not in GRANULARITIES:
         raise ConfigError(f"granularity={granularity!r} is not supported; use one of {GRANULARITIES}")
     return granularity
+
+
+def check_scale_dtype(scale_dtype, where: str = "quantization") -> torch.dtype:
+    """Validate a scale storage dtype (``"fp32"``/``"fp16"``, ``"float32"``/``"float16"`` or the torch dtype).
+
+    Example:
+        >>> check_scale_dtype("fp16")
+        torch.float16
+    """
+    names = {**SCALE_DTYPES, "float32": torch.float32, "float16": torch.float16}
+    if isinstance(scale_dtype, torch.dtype) and scale_dtype in SCALE_DTYPES.values():
+        return scale_dtype
+    if isinstance(scale_dtype, str) and scale_dtype in names:
+        return names[scale_dtype]
+    raise ConfigError(f"{where}: scale_dtype={scale_dtype!r} is not supported; use 'fp32' or 'fp16'")
+
+
+def scale_dtype_name(scale_dtype) -> str:
+    """The short name (``"fp32"``/``"fp16"``) of a scale dtype."""
+    return "fp16" if check_scale_dtype(scale_dtype) == torch.float16 else "fp32"
+
+
+def cast_scale(scale: Tensor, scale_dtype, name: str = "table") -> Tensor:
+    """Round searched scales to their storage dtype (float16: round to nearest), refusing what fp16 cannot hold.
+
+    The codes must then be computed with the returned (rounded) scale, so that dequantization is
+    consistent; with fp16 the L2 error grows by at most ``2^-11·‖Ŵ‖`` over the fp32 scale's (see
+    ``docs/perf.md``).
+
+    Args:
+        scale: positive float32 scales, [] or [n]. scale_dtype: "fp32" or "fp16".
+        name: the table, for messages.
+
+    Returns:
+        ``scale`` in the storage dtype (float32 scales are returned as float32 unchanged).
+
+    Raises:
+        NumericalError: a scale above 65504 (overflow) or below 2^-14 ≈ 6.1e-5 (fp16-subnormal: its
+            rounding would cost more than 2^-11 relative) for fp16.
+
+    Example:
+        >>> cast_scale(torch.tensor([0.1, 1.0]), "fp16").tolist()
+        [0.0999755859375, 1.0]
+    """
+    dtype = check_scale_dtype(scale_dtype, name)
+    s = scale.to(torch.float32)
+    if dtype == torch.float32:
+        return s
+    s16 = s.to(torch.float16)
+    back = s16.to(torch.float32)
+    bad = torch.isinf(back) | (back < FP16_MIN_NORMAL)
+    if bool(bad.any()):
+        flat = bad.reshape(-1).nonzero()
+        row = int(flat[0, 0])
+        v = float(s.reshape(-1)[row])
+        where = f"row {row}'s scale" if s.dim() else "the scale"
+        why = "overflows" if v > FP16_MAX else "is below the normal range of"
+        raise NumericalError(f"{name}: {where} {v:.4g} {why} float16 ({FP16_MIN_NORMAL:.3g}..{FP16_MAX:g}; "
+                             f"{int(bad.sum())} scale(s) in all); use {{option}} or rescale the table",
+                             option="scale_dtype", value="fp32")
+    return s16
 
 
 def candidate_scales(maxabs: Tensor, bits: int, grid: int) -> Tensor:
@@ -174,6 +239,7 @@ def sqnr_db(signal_sq: float, error_sq: float) -> float:
 
 
 __all__ = [
-    "MIN_BITS", "MAX_BITS", "GRANULARITIES", "TINY_SCALE", "check_bits", "qmax", "check_grid", "check_granularity",
+    "MIN_BITS", "MAX_BITS", "GRANULARITIES", "TINY_SCALE", "SCALE_DTYPES", "FP16_MIN_NORMAL", "FP16_MAX",
+    "check_scale_dtype", "scale_dtype_name", "cast_scale", "check_bits", "qmax", "check_grid", "check_granularity",
     "candidate_scales", "candidate_errors", "quantize", "dequantize", "quant_error", "sqnr_db", "search_scale_exhaustive",
 ]

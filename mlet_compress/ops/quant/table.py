@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ...errors import ConfigError
 from ..rows import TableLike, as_row_reader, iter_chunks, raise_nonfinite
-from .core import check_bits, check_granularity, check_grid, dequantize, quantize, sqnr_db
+from .core import cast_scale, check_bits, check_granularity, check_grid, check_scale_dtype, dequantize, quantize, sqnr_db
 from .packing import pack_rows, unpack_rows
 from .search import search_rows, search_table
 
@@ -29,7 +29,7 @@ class QuantizedTensor:
 
     Attributes:
         packed: uint8 n×packed_cols(d, bits) (see module docstring for the layout).
-        scale: float32, shape [] (``granularity="table"``) or [n] (``"row"``).
+        scale: float32 or float16 (the storage dtype), shape [] (``granularity="table"``) or [n] (``"row"``).
         bits: 2..8. granularity: "table" or "row". shape: (n, d).
         error_sq: ‖W − Ŵ‖² (float64 sum) when known. signal_sq: ‖W‖² when known.
     """
@@ -70,7 +70,8 @@ class QuantizedTensor:
 
 
 def search_scale(table: TableLike, *, bits: int = 8, grid: int = 100, granularity: str = "table",
-                 num_rows: Optional[int] = None, chunk_rows: int = DEFAULT_CHUNK_ROWS, name: str = "table") -> Tensor:
+                 num_rows: Optional[int] = None, chunk_rows: int = DEFAULT_CHUNK_ROWS, name: str = "table",
+                 scale_dtype: str = "fp32") -> Tensor:
     """L2-optimal scale among the ``grid`` candidates, per table or per row.
 
     Args:
@@ -79,23 +80,26 @@ def search_scale(table: TableLike, *, bits: int = 8, grid: int = 100, granularit
         granularity: "table" (one scale, the paper's) or "row" (one per row).
         num_rows: row count for a callable. chunk_rows: rows read per step.
         name: table name for error messages.
+        scale_dtype: "fp32" or "fp16": the chosen float32 scale is rounded to it (:func:`.core.cast_scale`).
 
     Returns:
-        float32 scale, shape [] or [n]; all-zero tables/rows get 1.0.
+        scale in ``scale_dtype``, shape [] or [n]; all-zero tables/rows get 1.0.
 
     Raises:
-        ConfigError: bad bits/grid/granularity, non-float or empty table.
-        NumericalError: NaN/Inf in the table (names the first bad row).
+        ConfigError: bad bits/grid/granularity/scale_dtype, non-float or empty table.
+        NumericalError: NaN/Inf in the table (names the first bad row); a scale fp16 cannot hold.
 
     Example:
         >>> float(search_scale(torch.tensor([[1.0, -0.5]]), bits=2, grid=4))
         0.75
     """
-    check_bits(bits), check_grid(grid), check_granularity(granularity)
+    check_bits(bits), check_grid(grid), check_granularity(granularity), check_scale_dtype(scale_dtype, name)
     read, n = as_row_reader(table, num_rows, name=name)
     if granularity == "table":
-        return search_table(read, n, bits, grid, chunk_rows, name)
-    return search_rows(read, n, bits, grid, chunk_rows, name)
+        scale = search_table(read, n, bits, grid, chunk_rows, name)
+    else:
+        scale = search_rows(read, n, bits, grid, chunk_rows, name)
+    return cast_scale(scale, scale_dtype, name)
 
 
 class QuantizedChunk(NamedTuple):
@@ -113,7 +117,8 @@ def iter_quantized_rows(table: TableLike, scale: Tensor, bits: int, *, num_rows:
     """Quantize and pack a table chunk by chunk (for writing to a file without holding it).
 
     Args:
-        table: n×d tensor or ``read_rows`` callable. scale: float32 [] or [n] (from :func:`search_scale`).
+        table: n×d tensor or ``read_rows`` callable. scale: float32/float16 [] or [n] (from :func:`search_scale`);
+            the codes are computed with exactly these (rounded) values.
         bits: 2..8. num_rows / chunk_rows / name: as in :func:`search_scale`.
 
     Example:
@@ -138,8 +143,11 @@ def iter_quantized_rows(table: TableLike, scale: Tensor, bits: int, *, num_rows:
 
 def quantize_tensor(table: TableLike, *, bits: int = 8, grid: int = 100, granularity: str = "table",
                     scale: Optional[Tensor] = None, num_rows: Optional[int] = None,
-                    chunk_rows: int = DEFAULT_CHUNK_ROWS, name: str = "table") -> QuantizedTensor:
+                    chunk_rows: int = DEFAULT_CHUNK_ROWS, name: str = "table", scale_dtype: str = "fp32") -> QuantizedTensor:
     """Search the scale (unless given), quantize and pack a whole table.
+
+    ``scale_dtype`` ("fp32"/"fp16") is the storage dtype of the scale; a given ``scale`` is cast to it
+    (:func:`.core.cast_scale`) and the codes are computed with the cast values.
 
     Returns:
         :class:`QuantizedTensor` with ``error_sq``/``signal_sq`` filled (``.l2_error``, ``.sqnr_db``).
@@ -149,14 +157,15 @@ def quantize_tensor(table: TableLike, *, bits: int = 8, grid: int = 100, granula
         >>> qt.packed.shape, qt.dequantize().shape
         (torch.Size([10, 4]), torch.Size([10, 4]))
     """
-    check_bits(bits), check_grid(grid), check_granularity(granularity)
+    check_bits(bits), check_grid(grid), check_granularity(granularity), check_scale_dtype(scale_dtype, name)
     read, n = as_row_reader(table, num_rows, name=name)
     if scale is None:
         scale = search_scale(read, bits=bits, grid=grid, granularity=granularity, num_rows=n,
-                             chunk_rows=chunk_rows, name=name)
+                             chunk_rows=chunk_rows, name=name, scale_dtype=scale_dtype)
     elif (scale.dim() == 0) != (granularity == "table"):
         raise ConfigError(f"{name}: a scale of shape {tuple(scale.shape)} does not match granularity={granularity!r}")
-    scale = scale.to(torch.float32)
+    else:
+        scale = cast_scale(scale, scale_dtype, name)
     chunks = list(iter_quantized_rows(read, scale, bits, num_rows=n, chunk_rows=chunk_rows, name=name))
     dim = int(read(0, 1).shape[1])
     return QuantizedTensor(packed=torch.cat([c.packed for c in chunks]), scale=scale, bits=bits,
