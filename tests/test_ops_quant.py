@@ -10,7 +10,10 @@ from mlet_compress.errors import ConfigError, NumericalError
 from mlet_compress.ops.fbgemm_ref import fbgemm_available, fbgemm_dequantize, fbgemm_embedding_bag, fbgemm_reference
 from mlet_compress.ops.quant import container_bits, pack_rows, packed_cols, qmax, unpack_rows
 from mlet_compress.ops.quant import (
+    REFINE,
+    candidate_errors,
     candidate_scales,
+    refined,
     dequantize,
     iter_quantized_rows,
     quant_error,
@@ -73,9 +76,29 @@ def test_search_matches_brute_force(kind, bits, granularity):
     assert fast.shape == brute.shape and fast.dtype == torch.float32
     e_fast, e_brute = sq_err(w, fast, bits), sq_err(w, brute, bits)
     assert math.sqrt(e_fast) <= math.sqrt(e_brute) * (1 + 1e-6)
-    # the chosen scale is one of the candidates
+    # the chosen scale is one of the candidates (per row at 5-8 bits: of the 20x finer grid around the best)
     m = w.abs().amax() if granularity == "table" else w.abs().amax(1)
-    assert bool((candidate_scales(m, bits, 100) == fast.unsqueeze(-1)).any(-1).all())
+    grid = 100 * REFINE if refined(bits, granularity) else 100
+    assert bool((candidate_scales(m, bits, grid) == fast.unsqueeze(-1)).any(-1).all())
+    if granularity == "row":  # and the exhaustive reference's, row by row
+        e_rows = lambda s: ((w.double() - dequantize(quantize(w, s, bits), s).double()) ** 2).sum(1)  # noqa: E731
+        assert bool((e_rows(fast) <= e_rows(brute) * (1 + 1e-6) + 1e-30).all())
+
+
+@pytest.mark.parametrize("bits", [6, 7, 8])
+def test_per_row_refinement_against_a_2000_point_grid(bits):
+    """The 100-point grid alone left rows of this table at up to 2.2× the squared error of a 2000-point grid;
+    refined, every row is within 1% at 8 bits (measured 1.0); at 6–7 bits the 2000-point optimum can lie
+    further than one grid step away (measured ≤ 1.11×, from ≤ 1.69×)."""
+    w = torch.randn(1000, 16, generator=torch.Generator().manual_seed(0))
+    m = w.abs().amax(1)
+    e2000 = candidate_errors(w, candidate_scales(m, bits, 2000), bits).min(1).values
+    s = search_scale(w, bits=bits, granularity="row")
+    ratio = ((w.double() - dequantize(quantize(w, s, bits), s).double()) ** 2).sum(1) / e2000
+    coarse = candidate_errors(w, candidate_scales(m, bits, 100), bits).min(1).values / e2000
+    assert float(coarse.max()) > 1.15  # without the refinement
+    assert float(ratio.max()) <= (1.01 if bits == 8 else 1.12)
+    assert bool((ratio <= coarse * (1 + 1e-9)).all())  # never worse than the grid alone
 
 
 @pytest.mark.parametrize("bits", [5, 7])

@@ -16,9 +16,10 @@ Example:
 """
 
 from .core import (
-    FP16_MAX, FP16_MIN_NORMAL, GRANULARITIES, MAX_BITS, MIN_BITS, SCALE_DTYPES, TINY_SCALE, candidate_errors,
-    candidate_scales, cast_scale, check_bits, check_granularity, check_grid, check_scale_dtype, dequantize, qmax,
-    quant_error, quantize, scale_dtype_name, search_scale_exhaustive, sqnr_db,
+    FP16_MAX, FP16_MIN_NORMAL, GRANULARITIES, MAX_BITS, MIN_BITS, REFINE, REFINE_MIN_BITS, SCALE_DTYPES, TINY_SCALE,
+    candidate_errors, candidate_scales, cast_scale, check_bits, check_granularity, check_grid, check_scale_dtype,
+    dequantize, fine_candidates, qmax, quant_error, quantize, refined, scale_dtype_name, search_scale_exhaustive,
+    sqnr_db,
 )
 from .packing import container_bits, pack_rows, packed_cols, unpack_rows
 from .table import (
@@ -28,7 +29,8 @@ from .table import (
 
 __all__ = [
     "GRANULARITIES", "MIN_BITS", "MAX_BITS", "TINY_SCALE", "DEFAULT_CHUNK_ROWS", "SCALE_DTYPES", "FP16_MIN_NORMAL",
-    "FP16_MAX", "check_scale_dtype", "scale_dtype_name", "cast_scale",
+    "FP16_MAX", "check_scale_dtype", "scale_dtype_name", "cast_scale", "REFINE", "REFINE_MIN_BITS", "refined",
+    "fine_candidates",
     "check_bits", "check_grid", "check_granularity", "qmax", "candidate_scales", "candidate_errors",
     "quantize", "dequantize", "quant_error", "sqnr_db", "search_scale_exhaustive",
     "container_bits", "packed_cols", "pack_rows", "unpack_rows",

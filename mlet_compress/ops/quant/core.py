@@ -2,6 +2,9 @@
 
 ``q = clamp(round(w / s), -qmax, qmax)`` (round half to even), ``ŵ = s·q``, ``qmax = 2^(b-1) - 1``; the
 candidate scales are ``s_i = max|w|·i/(grid·qmax)``, i = 1..grid, and the chosen one minimises ‖w − ŵ‖₂.
+Per-row scales at 5–8 bits also search a 20× finer grid between the best candidate's two neighbours
+(:func:`fine_candidates`): with large codes the error oscillates between neighbouring scales, and the
+100-point grid alone left rows of a Gaussian table at up to 2.2× the error of a 2000-point grid.
 This module holds the element-wise math and the exhaustive reference search; :mod:`.search` finds the
 same scale fast, :mod:`.packing` stores the codes, :mod:`.table` quantizes whole (streamed) tables.
 """
@@ -20,6 +23,8 @@ MIN_BITS, MAX_BITS = 2, 8
 GRANULARITIES = ("table", "row")
 #: Smallest candidate scale (the smallest normal float32): scales that would underflow are clamped to it.
 TINY_SCALE = torch.finfo(torch.float32).tiny
+#: Per-row searches at REFINE_MIN_BITS..8 bits refine the grid REFINE× around the best candidate.
+REFINE, REFINE_MIN_BITS = 20, 5
 #: Storage dtypes of the scales, by their short names (the config's and the CLI's spelling).
 SCALE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 #: float16 range a stored scale must lie in: normal numbers only (relative rounding error ≤ 2^-11).
@@ -145,6 +150,35 @@ def candidate_scales(maxabs: Tensor, bits: int, grid: int) -> Tensor:
     return torch.where(m == 0, torch.ones_like(s), s)
 
 
+def refined(bits: int, granularity: str) -> bool:
+    """Whether the search refines the grid around its best candidate (per-row scales at 5–8 bits)."""
+    return granularity == "row" and bits >= REFINE_MIN_BITS
+
+
+def fine_candidates(maxabs: Tensor, best: Tensor, bits: int, grid: int) -> tuple[Tensor, Tensor]:
+    """The refined candidates around each row's best grid candidate: ``(scales, valid)``, both n×(2·REFINE − 1).
+
+    Position t of row r is the fine index ``f = REFINE·(best_r − 1) + 1 + t`` (so REFINE·(b−1) < f <
+    REFINE·(b+1), the open interval between the best candidate b's two neighbours, b itself at
+    t = REFINE − 1), with scale ``float32(max|w_r|·f/(REFINE·grid·qmax))`` — bit-identical to
+    :func:`candidate_scales` at f = REFINE·i. Positions past the largest candidate (f > REFINE·grid) are
+    not valid. Zero rows get scale 1.0.
+
+    Args:
+        maxabs: per-row max|w|, [n]. best: the best grid candidate per row, 1-based int64 [n].
+        bits, grid: as in :func:`candidate_scales`.
+
+    Example:
+        >>> s, ok = fine_candidates(torch.tensor([127.0]), torch.tensor([2]), 8, 2)
+        >>> s.shape, int(ok.sum()), float(s[0, REFINE - 1])   # the best candidate itself, s_2 = 1.0
+        (torch.Size([1, 39]), 20, 1.0)
+    """
+    f = REFINE * (best.to(torch.int64).unsqueeze(1) - 1) + 1 + torch.arange(2 * REFINE - 1)
+    m = maxabs.to(torch.float64).unsqueeze(1)
+    s = (m * f.to(torch.float64) / (REFINE * grid * qmax(bits))).to(torch.float32).clamp_min(TINY_SCALE)
+    return torch.where(m == 0, torch.ones_like(s), s), f <= REFINE * grid
+
+
 def quantize(w: Tensor, scale: Tensor, bits: int) -> Tensor:
     """int8 codes ``clamp(round(w / scale), -qmax, qmax)`` (float32 division, round half to even).
 
@@ -201,7 +235,8 @@ def candidate_errors(w: Tensor, cands: Tensor, bits: int) -> Tensor:
 def search_scale_exhaustive(w: Tensor, bits: int = 8, grid: int = 100, granularity: str = "table") -> Tensor:
     """Reference search: quantize with every candidate and keep the smallest float64 L2 error.
 
-    Slow (grid full passes); for tests and tiny tables. Ties keep the smallest threshold.
+    Slow (grid full passes); for tests and tiny tables. Ties keep the smallest threshold. Per-row scales
+    at 5–8 bits then search the refined candidates around the best one (:func:`fine_candidates`).
 
     Example:
         >>> float(search_scale_exhaustive(torch.tensor([[1.0, -0.5]]), bits=2, grid=4))
@@ -213,7 +248,11 @@ def search_scale_exhaustive(w: Tensor, bits: int = 8, grid: int = 100, granulari
     m = a.amax() if granularity == "table" else a.amax(dim=-1)
     cands = candidate_scales(m, bits, grid)
     best = candidate_errors(w.detach(), cands, bits).argmin(dim=-1, keepdim=True)
-    return cands.gather(-1, best).squeeze(-1)
+    if not refined(bits, granularity):
+        return cands.gather(-1, best).squeeze(-1)
+    fine, valid = fine_candidates(m, best.squeeze(-1) + 1, bits, grid)
+    errs = candidate_errors(w.detach(), fine, bits).masked_fill_(~valid, float("inf"))
+    return fine.gather(-1, errs.argmin(dim=-1, keepdim=True)).squeeze(-1)
 
 
 def dequantize(codes: Tensor, scale: Tensor) -> Tensor:
@@ -240,6 +279,7 @@ def sqnr_db(signal_sq: float, error_sq: float) -> float:
 
 __all__ = [
     "MIN_BITS", "MAX_BITS", "GRANULARITIES", "TINY_SCALE", "SCALE_DTYPES", "FP16_MIN_NORMAL", "FP16_MAX",
-    "check_scale_dtype", "scale_dtype_name", "cast_scale", "check_bits", "qmax", "check_grid", "check_granularity",
+    "check_scale_dtype", "scale_dtype_name", "cast_scale", "REFINE", "REFINE_MIN_BITS", "refined", "fine_candidates",
+    "check_bits", "qmax", "check_grid", "check_granularity",
     "candidate_scales", "candidate_errors", "quantize", "dequantize", "quant_error", "sqnr_db", "search_scale_exhaustive",
 ]

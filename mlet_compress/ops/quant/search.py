@@ -27,7 +27,9 @@ import torch
 from torch import Tensor
 
 from ..rows import iter_chunks, raise_nonfinite
-from .core import TINY_SCALE, candidate_errors, candidate_scales, qmax
+from .core import (
+    REFINE, TINY_SCALE, candidate_errors, candidate_scales, fine_candidates, qmax, refined, search_scale_exhaustive,
+)
 
 _MAX_BINS = 1 << 22  # histogram size limit; larger grids fall back to the exhaustive evaluation
 _STEPS_MAX_BITS = 3  # per-row search: histogram of code steps up to 3 bits, pruned evaluation above
@@ -220,7 +222,47 @@ def _search_rows_pruned(a: Tensor, maxabs: Tensor, bits: int, grid: int) -> Tens
             best_i.index_fill_(0, win, i)
             new_low = _lowest_candidate(best_e.index_select(0, win), max64.index_select(0, win), grid)
             lowest.index_copy_(0, win, new_low)
-    return best_i - 1
+    return best_i - 1, best_e
+
+
+def _refine_rows(a: Tensor, maxabs: Tensor, best: Tensor, best_e: Tensor, bits: int, grid: int) -> Tensor:
+    """Scales of the best refined candidates (:func:`.core.fine_candidates`) per row, float32 [R].
+
+    ``best`` is each row's best grid candidate (1-based) and ``best_e`` its error in :func:`_row_errors`'
+    units. Rows whose best is the largest candidate (most rows at 5–8 bits) only have the REFINE − 1
+    finer scales below it; the others the 2·REFINE − 1 around it. Evaluated in cache-sized row blocks,
+    all of a block's candidates in one broadcast pass (multiplying by 1/s: only elements exactly on a
+    rounding threshold can round differently from the quantizer's division).
+    """
+    m, d = qmax(bits), a.shape[1]
+    scales, valid = fine_candidates(maxabs, best, bits, grid)
+    out = scales[:, REFINE - 1].clone()  # the grid's best
+    top = best == grid
+    for rows, width in ((top.nonzero().squeeze(1), REFINE - 1), ((~top).nonzero().squeeze(1), 2 * REFINE - 1)):
+        if rows.numel() == 0:
+            continue
+        every = rows.numel() == a.shape[0]
+        step = max(1, _ROW_PIECE_ELEMS // (width * d))
+        buf = torch.empty(min(step, rows.numel()) * width * d)
+        for r0 in range(0, rows.numel(), step):
+            idx = rows[r0:r0 + step]
+            s = scales[r0:r0 + step] if every else scales.index_select(0, idx)
+            inv = s[:, :width].reciprocal().unsqueeze(2)
+            sub = a[r0:r0 + step] if every else a.index_select(0, idx)
+            y = torch.mul(sub.unsqueeze(1), inv, out=buf[: idx.numel() * width * d].view(idx.numel(), width, d))
+            q = torch.round(y).clamp_max_(m)
+            s64 = s[:, :width].to(torch.float64)
+            e = y.sub_(q).square_().sum(dim=2).to(torch.float64) * s64 * s64
+            ok = valid[r0:r0 + step] if every else valid.index_select(0, idx)
+            e.masked_fill_(~ok[:, :width], float("inf"))
+            if width == REFINE - 1:  # compare with the grid's best (f = REFINE·grid); ties: the smaller scale
+                e_min, pick = e.min(dim=1)
+                best_here = best_e[r0:r0 + step] if every else best_e.index_select(0, idx)
+                pick = torch.where(e_min <= best_here, pick, REFINE - 1)
+            else:
+                pick = e.argmin(dim=1)
+            out.index_copy_(0, idx, s.gather(1, pick.unsqueeze(1)).squeeze(1))
+    return out
 
 
 def _search_rows_steps(a: Tensor, maxabs: Tensor, bits: int, grid: int) -> Tensor:
@@ -241,8 +283,9 @@ def _search_rows_steps(a: Tensor, maxabs: Tensor, bits: int, grid: int) -> Tenso
     ones = torch.ones(step * d, dtype=torch.float64)
     f1, f2 = torch.empty(step * nb, dtype=torch.float64), torch.empty(step * nb, dtype=torch.float64)
     c1, c2 = torch.empty(step, nb, dtype=torch.float64), torch.empty(step, nb, dtype=torch.float64)
-    offs = (torch.arange(step, dtype=torch.int32) * nb).unsqueeze(1)
-    i64 = torch.arange(1, grid + 1, dtype=torch.float64)
+    offs = (torch.arange(step, dtype=torch.int32) * nb + grid).unsqueeze(1)
+    i_rev = torch.arange(grid, 0, -1, dtype=torch.float64)  # i = grid..1 (reversed bins)
+    i2 = i_rev.square()
     best = torch.empty(rows, dtype=torch.int64)
     for r0 in range(0, rows, step):
         r = min(step, rows - r0)
@@ -252,19 +295,20 @@ def _search_rows_steps(a: Tensor, maxabs: Tensor, bits: int, grid: int) -> Tenso
         torch.mul(ar, inv.unsqueeze(1), out=ur)  # float32: threshold round-off like the quantizer's division
         a64[: r * d].copy_(ar.reshape(-1))
         g1, g2 = f1[: r * nb].zero_(), f2[: r * nb].zero_()
-        for k in range(m):  # q_i >= k+1  <=>  i <= u/(k+½)
+        for k in range(m):  # q_i >= k+1  <=>  i <= p = floor(u/(k+½)); binned at grid − min(p, grid)
             torch.mul(ur, 1.0 / (k + 0.5), out=pf)
-            ps.copy_(pf).clamp_max_(grid).add_(offs[:r])  # truncation = floor (u >= 0)
+            ps.copy_(pf).clamp_max_(grid).neg_().add_(offs[:r])  # truncation = floor (u >= 0)
             flat = ps.view(-1)
             g1.index_add_(0, flat, a64[: r * d])
             g2.index_add_(0, flat, ones[: r * d], alpha=2 * k + 1)
-        # F(i) = Σ_{p >= i} D[p] = total − Σ_{p < i} D[p]
-        h1, h2 = torch.cumsum(g1.view(r, nb), 1, out=c1[:r]), torch.cumsum(g2.view(r, nb), 1, out=c2[:r])
-        F1 = h1[:, -1:] - h1[:, :grid]
-        F2 = h2[:, -1:] - h2[:, :grid]
-        sc = (mr.to(torch.float64).unsqueeze(1) * i64 / (grid * m)).to(torch.float32).clamp_min_(TINY_SCALE)
-        sc = sc.to(torch.float64)  # = candidate_scales (zero rows: any index, scale forced to 1 later)
-        best[r0:r0 + r] = F2.mul_(sc).sub_(F1, alpha=2.0).mul_(sc).argmin(dim=1)
+        # reversed bins: F(i) = Σ_{p >= i} D[p] is the prefix sum up to bin grid − i
+        F1 = torch.cumsum(g1.view(r, nb), 1, out=c1[:r])[:, :grid]
+        F2 = torch.cumsum(g2.view(r, nb), 1, out=c2[:r])[:, :grid]
+        # E_i − Σw² = s_i²·F2 − 2·s_i·F1 with s_i = c·i: compare (E_i − Σw²)/c² = i²·F2 − (2i/c)·F1
+        # (c·i instead of float32(c·i): only near-ties within ~1e-7 can order differently)
+        two_over_c = (-2.0 * grid * m) / mr.to(torch.float64).clamp_min(1e-300)
+        e = F1.mul_(i_rev).mul_(two_over_c.unsqueeze(1)).addcmul_(F2, i2)
+        best[r0:r0 + r] = e.flip(1).argmin(dim=1)  # flipped back to i = 1..grid: ties keep the smallest i
     return best
 
 
@@ -276,10 +320,13 @@ def _search_rows_piece(start: int, rows: Tensor, bits: int, grid: int, name: str
         raise_nonfinite(rows, start, name)
     if bool(((maxabs > 0) & (maxabs < TINY_SCALE * (2 * grid * qmax(bits)))).any()):
         # near-denormal rows: clamped candidate scales break the search's exact structure
-        cands = candidate_scales(maxabs, bits, grid)
-        return cands.gather(1, candidate_errors(rows, cands, bits).argmin(1, keepdim=True)).squeeze(1)
-    search = _search_rows_pruned if bits > _STEPS_MAX_BITS else _search_rows_steps
-    return _scale_of_index(maxabs, search(a, maxabs, bits, grid), bits, grid)
+        return search_scale_exhaustive(rows, bits, grid, "row")
+    if bits <= _STEPS_MAX_BITS:
+        return _scale_of_index(maxabs, _search_rows_steps(a, maxabs, bits, grid), bits, grid)
+    best, best_e = _search_rows_pruned(a, maxabs, bits, grid)
+    if not refined(bits, "row"):
+        return _scale_of_index(maxabs, best, bits, grid)
+    return _refine_rows(a, maxabs, best + 1, best_e, bits, grid)
 
 
 def _scale_of_index(maxabs: Tensor, best: Tensor, bits: int, grid: int) -> Tensor:
