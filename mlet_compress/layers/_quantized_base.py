@@ -133,7 +133,8 @@ class _QuantizedBase(nn.Module):
         PyTorch's row-wise kernels pool sum/mean bags. ``False`` keeps exactly the checkpoint tensors and
         pools with the pure-torch path (also used for ``max`` bags, ``padding_idx`` and non-CPU tensors).
         Lookups of single rows are bit-identical in both layouts; larger bags differ by the kernel's fused
-        accumulation (≲ 2 roundings per pooled row). Before 0.3 this method opted into an extra copy.
+        accumulation (≲ 2 roundings per pooled row). (It used to opt into an extra FBGEMM copy of the codes;
+        the fused rows are now the default and only copy.)
 
         Raises:
             ConfigError: ``enable`` on a torch build without the kernel for this bit width.
