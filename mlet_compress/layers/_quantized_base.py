@@ -234,7 +234,8 @@ class _QuantizedBase(nn.Module):
         return dequantize(codes, scale)
 
     def _project(self, rows: Tensor) -> Tensor:
-        return rows if self.B is None else rows @ self.B
+        B = self._buffers["B"]
+        return rows if B is None else rows @ B
 
     def extra_repr(self) -> str:  # noqa: D102
         s = f"{self.num_embeddings}, {self.embedding_dim}, bits={self.bits}, granularity={self.granularity!r}"

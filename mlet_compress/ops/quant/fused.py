@@ -43,6 +43,7 @@ _OPS = {8: "embedding_bag_byte_rowwise_offsets", 4: "embedding_bag_4bit_rowwise_
         2: "embedding_bag_2bit_rowwise_offsets"}
 _FLIP = {8: 0x80, 4: 0x88, 2: 0xAA}  # two's complement ⇄ offset binary, every code of a byte at once
 _FP16_MAX = 65504.0
+_CONTAINER = {2: 2, 3: 4, 4: 4, 5: 8, 6: 8, 7: 8, 8: 8}  # container_bits without its validation (hot path)
 
 
 def header_bytes(bits: int) -> int:
@@ -153,7 +154,7 @@ def fused_embedding_bag(rows: Tensor, bits: int, dim: int, indices: Tensor, offs
     Raises:
         IndexError: an index outside the table. ValueError: offsets that do not start at 0 or run past the end.
     """
-    op = _op(container_bits(bits))
+    op = _op(_CONTAINER[bits])
     if offsets.dtype != indices.dtype:
         offsets = offsets.to(indices.dtype)
     indices, offsets = indices.contiguous(), offsets.contiguous()
