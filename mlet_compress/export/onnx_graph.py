@@ -5,7 +5,7 @@ A lookup is, in order (docs/export.md has the picture):
 1. ``Mod`` by ``num_buckets`` (hashed tables);
 2. ``Gather`` of the stored rows: float rows, or integer codes + ``DequantizeLinear`` (scale per table, or
    per row gathered with the codes; 3/4- and 2-bit codes stay packed in uint8 and the gathered bytes are
-   unpacked by ``BitShift``/``BitwiseAnd``/``BitwiseXor``, because ONNX ``Gather`` takes no int4/int2 type);
+   unpacked by ``BitwiseXor``/``BitShift``/``BitwiseAnd``, because ONNX ``Gather`` takes no int4/int2 type);
 3. bags: the reduction over offsets — a segment id per index from ``ScatterElements`` + ``CumSum`` over the
    offsets, then ``ScatterND`` (``add``, or ``max``) into one row per bag, ``/ count`` for ``mean``; padding
    indices and indices after the last offset go to one extra row that is sliced off; empty bags are 0;
@@ -47,7 +47,8 @@ class Graph:
         n = f"{prefix}/{what}"
         if n not in self._init_names:
             self._init_names.add(n)
-            self.initializers.append(numpy_helper.from_array(np.array(array, order="C", copy=True), n))
+            a = np.asarray(array)
+            self.initializers.append(numpy_helper.from_array(a if a.flags.c_contiguous else np.ascontiguousarray(a), n))
         return n
 
     def const(self, prefix: str, array: np.ndarray) -> str:
@@ -83,19 +84,30 @@ def _scale(g: Graph, p: str, spec: TableSpec, idx: str) -> str:
     return name if s.dtype == np.float32 else g.op(p, "Cast", [name], to=TensorProto.FLOAT)
 
 
-def shift_amounts(cb: int) -> np.ndarray:
+def shift_amounts(cb: int) -> list[int]:
     """Right shifts that bring code ``k`` of a byte to bit 0: ``k * cb`` (little-endian inside a byte)."""
-    return np.arange(0, 8, cb, dtype=np.uint8)
+    return list(range(0, 8, cb))
 
 
 def _unpack_packed(g: Graph, p: str, spec: TableSpec, packed_rows: str) -> str:
-    """uint8 packed rows [N, cols] → offset-binary codes ``q + 2^(cb-1)`` as uint8 [N, row_dim]."""
+    """uint8 packed rows [N, cols] → offset-binary codes ``q + 2^(cb-1)`` as uint8 [N, row_dim].
+
+    One ``BitwiseXor`` flips the sign bit of every code in the byte (two's complement → offset binary), then
+    code k is ``(byte >> k·cb) & mask``, one scalar shift per code position (a shift broadcast over all positions
+    at once ran far slower in onnxruntime 1.32), interleaved back by ``Concat``.
+    """
     cb = spec.container_bits
     per, cols = 8 // cb, int(spec.codes.shape[1])
-    u = g.op(p, "Unsqueeze", [packed_rows, g.const(p, np.array([2], np.int64))])
-    u = g.op(p, "BitShift", [u, g.const(p, shift_amounts(cb))], direction="RIGHT")
-    u = g.op(p, "BitwiseAnd", [u, g.const(p, np.array((1 << cb) - 1, np.uint8))])
-    u = g.op(p, "BitwiseXor", [u, g.const(p, np.array(1 << (cb - 1), np.uint8))])  # two's complement → offset
+    signs = sum((1 << (cb - 1)) << (k * cb) for k in range(per))
+    u = g.op(p, "BitwiseXor", [packed_rows, g.const(p, np.array(signs, np.uint8))])
+    mask, ax = g.const(p, np.array((1 << cb) - 1, np.uint8)), g.const(p, np.array([2], np.int64))
+    parts = []
+    for shift in shift_amounts(cb):
+        part = u if shift == 0 else g.op(p, "BitShift", [u, g.const(p, np.array(shift, np.uint8))], direction="RIGHT")
+        if shift + cb < 8:
+            part = g.op(p, "BitwiseAnd", [part, mask])
+        parts.append(g.op(p, "Unsqueeze", [part, ax]))
+    u = g.op(p, "Concat", parts, axis=2)
     u = g.op(p, "Reshape", [u, g.const(p, np.array([-1, cols * per], np.int64))])
     if cols * per != spec.row_dim:
         u = g.op(p, "Slice", [u, g.const(p, np.array([0], np.int64)), g.const(p, np.array([spec.row_dim], np.int64)),

@@ -74,7 +74,7 @@ def graph_form(spec: TableSpec, low_bit: str, fmt: str = "onnx") -> str:
     else:
         deq = f"DequantizeLinear({spec.granularity} scale)" if fmt == "onnx" else f"× {spec.granularity} scale"
         if spec.container_bits < 8 and (low_bit == "packed" or fmt == "pt2"):
-            unpack = "BitShift/BitwiseAnd/BitwiseXor" if fmt == "onnx" else "shift/mask"
+            unpack = "BitwiseXor/BitShift/BitwiseAnd" if fmt == "onnx" else "shift/mask"
             steps += [f"Gather(uint8, {8 // spec.container_bits} codes/byte)", unpack, deq]
         else:
             steps += ["Gather(int8)", deq]

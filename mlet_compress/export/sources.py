@@ -27,7 +27,6 @@ from ..checkpoint import Checkpoint, load_checkpoint
 from ..errors import CheckpointError, ConfigError
 from ..lookup import load_lookup_modules, load_model_state
 from ..table_modules import table_kind
-from ..targeting import replace_module
 
 PathLike = Union[str, os.PathLike]
 MODEL_FILE, CONFIG_FILE = "model.safetensors", "config.json"
@@ -99,14 +98,14 @@ def model_tables(model: nn.Module) -> dict[str, list[str]]:
 
 
 def swap_tables(model: nn.Module, make) -> tuple[nn.Module, dict[str, nn.Module]]:
-    """A deep copy of ``model`` with each table replaced by ``make(name, table)``; returns ``(copy, originals)``."""
-    model = copy.deepcopy(model)
-    originals = {}
-    for first, names in model_tables(model).items():
-        table = model.get_submodule(first)
-        originals[first] = table
-        replace_module(model, names, make(first, table))
-    return model, originals
+    """A copy of ``model`` with each table replaced by ``make(name, table)``; returns ``(copy, originals)``.
+
+    ``model`` is left as it is, and its tables are never copied (the deep copy meets their replacements
+    in its memo), so the copy costs the dense layers only.
+    """
+    originals = {first: model.get_submodule(first) for first in model_tables(model)}
+    memo = {id(table): make(first, table) for first, table in originals.items()}
+    return copy.deepcopy(model, memo), originals
 
 
 def select_tables(modules: Mapping[str, nn.Module], tables: Union[str, Sequence[str], None]) -> dict[str, nn.Module]:

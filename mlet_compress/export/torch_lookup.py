@@ -40,10 +40,11 @@ class ExportLookup(nn.Module):
         self.include_last_offset, self.num_buckets = spec.include_last_offset, spec.num_buckets
         self.row_dim, self.embedding_dim = spec.row_dim, spec.embedding_dim
         self.bits, self.granularity, self.cb = spec.bits, spec.granularity, spec.container_bits
-        self.register_buffer("weight", None if spec.weight is None else spec.weight.clone())
-        self.register_buffer("codes", None if spec.codes is None else spec.codes.clone())
-        self.register_buffer("scale", None if spec.scale is None else spec.scale.clone())
-        self.register_buffer("project", None if spec.project is None else spec.project.clone())
+        # the spec's tensors as they are (views of the source module's state: no copy of the table)
+        self.register_buffer("weight", spec.weight)
+        self.register_buffer("codes", spec.codes)
+        self.register_buffer("scale", spec.scale)
+        self.register_buffer("project", spec.project)
         if self.cb:
             self.register_buffer("shifts", torch.arange(0, 8, self.cb, dtype=torch.uint8))
 
