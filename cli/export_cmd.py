@@ -40,10 +40,10 @@ def print_result(res: ExportResult, as_json: bool) -> None:
 def export_cmd(
     checkpoint: Path = typer.Argument(..., help="A .safetensors checkpoint (its tables), or a train run directory (the whole model)."),
     to: str = typer.Option(..., "--to", help="onnx or pt2 (a torch.export program, torch.export.load)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (default: beside the input, .onnx / .pt2; <run dir>/model.onnx)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (default: beside the input, .onnx / .pt2; RUN/model.onnx)."),
     model_config: Optional[Path] = typer.Option(None, "--model-config", help="Export the whole model from CHECKPOINT: a train run's config.json or its directory."),
     tables: Optional[str] = typer.Option(None, "--tables", help="Regex (full match) of the tables to export (tables only; default all)."),
-    per_sample_weights: bool = typer.Option(False, "--per-sample-weights", help="Give sum bags a <table>.per_sample_weights input."),
+    per_sample_weights: bool = typer.Option(False, "--per-sample-weights", help="Give sum bags a TABLE.per_sample_weights input."),
     low_bit: str = typer.Option("packed", "--low-bit", help="ONNX, 2/3/4-bit codes: packed (as stored) or int8 (unpacked at export, 2-4x the bytes)."),
     opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset (>= 18)."),
     force: bool = typer.Option(False, "--force", help="Overwrite the output if it exists (never the input)."),
@@ -54,7 +54,7 @@ def export_cmd(
 
     Quantized tables stay quantized: Gather of the integer codes, DequantizeLinear with the per-table or
     per-row scale, the bag reduction over offsets, MatMul for low-rank factors, Mod for hashing.
-    Table inputs: <table>.indices int64[N] and, for bags, <table>.offsets int64[B] (docs/export.md).
+    Table inputs: TABLE.indices int64[N] and, for bags, TABLE.offsets int64[B] (docs/export.md).
     A run directory (or --model-config) exports the model: inputs dense float32[batch, num_dense] and
     sparse int64[batch, F], output logits.
 
