@@ -345,3 +345,23 @@ def test_onnx_option_errors_and_external_data(tmp_path, monkeypatch):
 def test_importing_the_package_does_not_import_onnx():
     code = "import sys, mlet_compress as mc; mc.export_program; print('onnx' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+@needs_ort
+def test_onnxruntime_cannot_gather_int4_which_is_why_codes_stay_packed_uint8():
+    """docs/export.md's reason for the packed uint8 form; if this starts failing, native int4 became possible."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    if not hasattr(TensorProto, "INT4") or onnx.defs.onnx_opset_version() < 21:
+        pytest.skip("this onnx has no int4 type")
+    codes = helper.make_tensor("codes", TensorProto.INT4, [2, 4], [1, -1, 2, 3, 0, 1, -2, 1])
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["codes", "idx"], ["g"]), helper.make_node("DequantizeLinear", ["g", "s"], ["y"])],
+        "g", [helper.make_tensor_value_info("idx", TensorProto.INT64, ["N"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        initializer=[codes, helper.make_tensor("s", TensorProto.FLOAT, [], [0.5])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    with pytest.raises(Exception, match="int4"):
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
