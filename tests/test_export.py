@@ -64,10 +64,8 @@ def _table(kind: str) -> nn.Module:
         return to_low_rank(plain, rank=3)
     bits, gran = int(base[1]), {"t": "table", "r": "row"}[base[2]]
     src = to_low_rank(plain, rank=3) if "lr" in parts else plain
-    q = to_quantized(src, bits=bits, granularity=gran)
-    if "fp16" in parts:  # the checkpoint format may carry float16 scales
-        q.scale = q.scale.half()
-    return q
+    # the checkpoint format may carry float16 scales (QuantConfig(scale_dtype="fp16"))
+    return to_quantized(src, bits=bits, granularity=gran, scale_dtype="fp16" if "fp16" in parts else "fp32")
 
 
 KINDS = [

@@ -97,6 +97,8 @@ def test_single_rows_are_bit_identical_in_both_layouts(bits, granularity, scale_
     emb.load_state_dict(q.state_dict())
     assert emb.layout == "fused" and torch.equal(emb(idx.view(5, 10)), F.embedding(idx.view(5, 10), w))
     assert torch.equal(emb(torch.tensor([], dtype=torch.long)), torch.zeros(0, D))
+    for n in (0, 1):  # header reads of 0 / 1 gathered rows (unaligned slices), on the pure-torch path
+        assert torch.equal(q.dequantize_rows(idx[:n]), w[idx[:n]])
 
 
 @pytest.mark.parametrize("bits,granularity,scale_dtype", CONFIGS)

@@ -123,7 +123,9 @@ def header_scales(rows: Tensor, bits: int) -> Tensor:
     """The float32 scale stored in each fused row's header (1.0 for the unit header): shape [n]."""
     cb = container_bits(bits)
     h = header_bytes(bits)
-    return rows[:, rows.shape[1] - h:rows.shape[1] - h // 2].contiguous().view(_header_dtype(cb)).reshape(-1).to(torch.float32)
+    hdr = torch.empty(rows.shape[0], h // 2, dtype=torch.uint8, device=rows.device)  # aligned, contiguous
+    hdr.copy_(rows[:, rows.shape[1] - h:rows.shape[1] - h // 2])
+    return hdr.view(_header_dtype(cb)).reshape(-1).to(torch.float32)
 
 
 def fused_codes(rows: Tensor, bits: int, dim: int) -> Tensor:
