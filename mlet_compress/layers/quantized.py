@@ -93,6 +93,11 @@ class QuantizedEmbedding(_QuantizedTable):
         bits: 2..8. granularity: "table" or "row".
         rank: when set, the stored codes are an n×rank factor and ``B`` (rank×d) maps them to d dims.
         padding_idx, num_buckets: as in ``nn.Embedding`` / ``HashedEmbedding``.
+        scale_dtype: "fp32" or "fp16", the dtype of the ``scale`` tensor (the checkpoint's).
+
+    The codes are held once in memory, by default in FBGEMM's fused row layout (``layout == "fused"``;
+    ``use_fused_kernel(False)`` keeps the packed checkpoint form); ``qweight`` / ``scale`` read them in
+    the checkpoint format.
 
     Example:
         >>> q = QuantizedEmbedding.from_float(nn.Embedding(100, 16), bits=8)
