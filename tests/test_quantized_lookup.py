@@ -149,10 +149,14 @@ def test_kernel_path_keeps_torch_input_checks():
     q = quantized_bag(8, "table")
     with pytest.raises(IndexError):
         q(torch.tensor([0, N]), torch.tensor([0]))
-    with pytest.raises(ValueError, match="offsets"):
-        q(torch.tensor([0, 1, 2]), torch.tensor([1, 2]))
-    with pytest.raises(ValueError, match="offsets"):
-        q(torch.tensor([0, 1, 2]), torch.tensor([0, 5]))
+    exact = packed_twin(q)
+    for bad in (torch.tensor([1, 2]), torch.tensor([0, 5])):  # the same exception type on both paths
+        with pytest.raises(RuntimeError, match="offsets"):
+            q(torch.tensor([0, 1, 2]), bad)
+        with pytest.raises(RuntimeError, match="offsets"):
+            exact(torch.tensor([0, 1, 2]), bad)
+    with pytest.raises(IndexError):
+        exact(torch.tensor([0, N]), torch.tensor([0]))
     out = q(torch.tensor([1, 2], dtype=torch.int32), torch.tensor([0, 1], dtype=torch.int32))
     assert torch.equal(out, q.dequantized_weight()[[1, 2]])
 

@@ -154,7 +154,8 @@ def fused_embedding_bag(rows: Tensor, bits: int, dim: int, indices: Tensor, offs
         float32 bags × d.
 
     Raises:
-        IndexError: an index outside the table. ValueError: offsets that do not start at 0 or run past the end.
+        IndexError: an index outside the table. RuntimeError: offsets that do not start at 0 or run past the end
+            (the exceptions ``F.embedding_bag`` raises).
     """
     op = _op(_CONTAINER[bits])
     if offsets.dtype != indices.dtype:
@@ -162,9 +163,9 @@ def fused_embedding_bag(rows: Tensor, bits: int, dim: int, indices: Tensor, offs
     indices, offsets = indices.contiguous(), offsets.contiguous()
     if offsets.numel():  # the kernel would read past the indices (torch's own embedding_bag checks these two)
         o = offsets.numpy()
-        if o[0] != 0 or o[-1] > indices.numel():
-            raise ValueError(f"offsets must start at 0 and end at most at len(input)={indices.numel()}, "
-                             f"got offsets[0]={int(o[0])}, offsets[-1]={int(o[-1])}")
+        if o[0] != 0 or o[-1] > indices.numel():  # RuntimeError, like torch's embedding_bag (the exact path)
+            raise RuntimeError(f"offsets must start at 0 and end at most at len(input)={indices.numel()}, "
+                               f"got offsets[0]={int(o[0])}, offsets[-1]={int(o[-1])}")
     if per_sample_weights is not None:
         per_sample_weights = per_sample_weights.contiguous()
     try:
