@@ -31,10 +31,15 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def print_report(title: str, rep: CompressReport, cols: list[str], as_json: bool) -> None:
-    """The per-table report of a compressing command: its columns, then bytes before → after."""
+def print_report(title: str, rep: CompressReport, cols: list[str], as_json: bool, src: Optional[Path] = None) -> None:
+    """The per-table report of a compressing command: its columns, bytes before → after per table and in
+    total, the tables skipped and why, and the file's bytes before → after."""
+    files = (src.stat().st_size, rep.output.stat().st_size) if src is not None and rep.output is not None else None
     if as_json:
-        print(json.dumps(rep.to_dict(), indent=2))
+        doc = rep.to_dict()
+        if files:
+            doc["totals"].update(file_bytes_before=files[0], file_bytes_after=files[1])
+        print(json.dumps(doc, indent=2))
         return
     for note in rep.notes:
         err.print(note)
@@ -52,6 +57,9 @@ def print_report(title: str, rep: CompressReport, cols: list[str], as_json: bool
     out.print(t)
     for name, why in sorted(rep.skipped.items()):
         err.print(f"skipped {name}: {why}")
+    if files:
+        err.print(f"file: {human_bytes(files[0])} → {human_bytes(files[1])} ({files[0] / max(1, files[1]):.2f}×; "
+                  "the header and the other tensors are copied as they are)")
     err.print(f"wrote {rep.output}")
 
 
@@ -68,8 +76,9 @@ def svd_cmd(
     """Replace tables by truncated-SVD factors A (n×r) and B (r×d), the Frobenius-optimal rank-r fit.
 
     Computed from the d×d Gram matrix accumulated over row chunks in float64, so tables larger than
-    memory work. Uncollapsed MLET tables are collapsed on the fly first (said in the output). Order:
-    svd before quantize.
+    memory work. Uncollapsed MLET tables are collapsed on the fly first (said in the output). A table
+    whose rank saves nothing (r·(n+d) >= n·d) is left as it is and reported as skipped. Order: svd
+    before quantize (quantized tables are refused).
 
     Example:
 
@@ -78,7 +87,7 @@ def svd_cmd(
     config = LowRankConfig(rank=rank, energy=energy, chunk_rows=chunk_rows)
     with byte_progress("svd") as progress:
         rep = compress_checkpoint(checkpoint, config, output, tables=tables, force=force, progress=progress)
-    print_report("truncated SVD", rep, ["rows", "dim", "rank", "rel_error"], as_json)
+    print_report("truncated SVD", rep, ["rows", "dim", "rank", "rel_error"], as_json, checkpoint)
 
 
 def quantize_cmd(
@@ -104,4 +113,5 @@ def quantize_cmd(
     config = QuantConfig(bits=bits, granularity=granularity, grid=grid, chunk_rows=chunk_rows)
     with byte_progress("quantize") as progress:
         rep = compress_checkpoint(checkpoint, config, output, tables=tables, force=force, progress=progress)
-    print_report(f"{bits}-bit quantization ({granularity})", rep, ["rows", "dim", "bits", "l2_error", "sqnr_db"], as_json)
+    print_report(f"{bits}-bit quantization ({granularity})", rep, ["rows", "dim", "bits", "l2_error", "sqnr_db"], as_json,
+                 checkpoint)
