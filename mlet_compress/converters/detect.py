@@ -10,10 +10,10 @@ Example:
     >>> import torch
     >>> from mlet_compress.converters.sources import TensorMeta
     >>> metas = {k: TensorMeta(k, torch.float32, s) for k, s in [("bert.embeddings.word_embeddings.weight", (30, 8)),
-    ...          ("bert.pooler.dense.weight", (8, 8)), ("bert.pooler.dense.bias", (8,))]}
+    ...          ("bert.embeddings.proj.weight", (8, 8)), ("bert.embeddings.proj.bias", (8,))]}
     >>> d = detect_tables(metas)
-    >>> sorted(d.tables), d.rejected["bert.pooler.dense.weight"]
-    (['bert.embeddings.word_embeddings'], "has a bias 'bert.pooler.dense.bias' (a Linear layer)")
+    >>> sorted(d.tables), d.rejected["bert.embeddings.proj.weight"]
+    (['bert.embeddings.word_embeddings'], "has a bias 'bert.embeddings.proj.bias' (a Linear layer)")
 """
 
 from __future__ import annotations
