@@ -37,7 +37,7 @@ def _file_lines(rep: dict[str, Any]) -> list[str]:
              f"({tot['ratio']:.2f}×); file: {human_bytes(f['bytes_before'])} → {human_bytes(f['bytes_after'])} "
              f"({f['ratio']:.2f}×)",
              f"embedding tables are {f['embedding_share_before']:.0%} of the file before and "
-             f"{f['embedding_share_after']:.0%} after; the rest (header metadata such as vocabularies: "
+             f"{f['embedding_share_after']:.0%} after; the rest (the header: schema, vocabularies and other metadata, "
              f"{human_bytes(f['header_bytes_after'])}, other tensors: {human_bytes(f['other_tensor_bytes_after'])}) "
              "is not compressed"]
     return lines

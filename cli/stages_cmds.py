@@ -82,7 +82,7 @@ def svd_cmd(
 
     Example:
 
-        mlet-compress svd model.safetensors --energy 0.99 --tables 'emb\\.tables\\..*'
+        mlet-compress svd model.safetensors --energy 0.99 --tables 'embedding\\.tables\\..*'
     """
     config = LowRankConfig(rank=rank, energy=energy, chunk_rows=chunk_rows)
     with byte_progress("svd") as progress:
