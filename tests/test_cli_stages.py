@@ -75,6 +75,6 @@ def test_convert_cli_round_trip(tmp_path):
 
 
 def test_every_command_has_help_with_example():
-    for cmd in ("collapse", "inspect", "convert", "svd", "quantize", "benchmark"):
+    for cmd in ("collapse", "inspect", "convert", "svd", "quantize", "benchmark", "cache"):
         res = runner.invoke(app, [cmd, "--help"])
         assert res.exit_code == 0 and "Example" in res.stdout, cmd

@@ -55,14 +55,14 @@ def describe_unfinished(out: Path) -> str:
     """One line on the unfinished run into ``out``: when it started, how far it got, the error if known."""
     st = staging_dir(out)
     mark = read_marker(st)
-    parts = [f"{st} holds a run that did not finish (started {mark.get('started', '?')}"]
+    parts = [f"{st}: started {mark.get('started', '?')}"]
     if "epochs_done" in mark:
-        parts.append(f"; {mark['epochs_done']} of {mark.get('epochs', '?')} epochs saved in state.pt")
+        parts.append(f"{mark['epochs_done']} of {mark.get('epochs', '?')} epochs saved in state.pt")
     if mark.get("variants_done") is not None:
-        parts.append(f"; variants finished: {mark['variants_done'] or 'none'}")
+        parts.append(f"variants finished: {mark['variants_done'] or 'none'}")
     if mark.get("error"):
-        parts.append(f"; it failed with {mark['error']}")
-    return "".join(parts) + ")"
+        parts.append(f"failed with {mark['error']}")
+    return ", ".join(parts)
 
 
 @dataclass
@@ -87,7 +87,7 @@ def check_new_run(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output path {str(out)!r} is a file; pass a directory as {{out}}", options={"out": ...})
     if staging_dir(out).exists() and not force:
-        raise ConfigError(f"a previous run into {str(out)!r} did not finish: {describe_unfinished(out)}; pass {{resume}} "
+        raise ConfigError(f"a previous run into {str(out)!r} did not finish ({describe_unfinished(out)}); pass {{resume}} "
                           "to continue it, {force} to start over, or choose another {out}",
                           options={"resume": True, "force": True, "out": ...})
     out_files.check_run_dir(out, force=force)
