@@ -55,12 +55,25 @@ def print_report(title: str, rep: CompressReport, cols: list[str], as_json: bool
     t.add_row(f"total ({len(rep)} tables)", *("" for _ in cols),
               f"{human_bytes(rep.bytes_before)} → {human_bytes(rep.bytes_after)}")
     out.print(t)
-    for name, why in sorted(rep.skipped.items()):
-        err.print(f"skipped {name}: {why}")
+    print_skipped(rep.skipped)
     if files:
-        err.print(f"file: {human_bytes(files[0])} → {human_bytes(files[1])} ({files[0] / max(1, files[1]):.2f}×; "
-                  "the header and the other tensors are copied as they are)")
+        change = (f"{files[0] / max(1, files[1]):.2f}×" if files[1] <= files[0]
+                  else f"grew by {human_bytes(files[1] - files[0])}: the stage records in the header outweigh what the tables saved")
+        err.print(f"file: {human_bytes(files[0])} → {human_bytes(files[1])} ({change}; the other tensors are copied as they are)")
     err.print(f"wrote {rep.output}")
+
+
+def print_skipped(skipped: dict[str, str]) -> None:
+    """One line per skipped table; tables skipped for the same reason share a line."""
+    by_reason: dict[str, list[str]] = {}
+    for name, why in sorted(skipped.items()):
+        by_reason.setdefault(why, []).append(name)
+    for why, names in by_reason.items():
+        if len(names) == 1:
+            err.print(f"skipped {names[0]}: {why}")
+        else:
+            shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+            err.print(f"skipped {len(names)} tables ({shown}): {why}")
 
 
 def svd_cmd(

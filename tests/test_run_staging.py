@@ -81,7 +81,7 @@ def test_interrupted_before_the_first_epoch_resumes_from_the_start(tmp_path, spl
     with pytest.raises(KeyboardInterrupt):
         train(cfg(epochs=1), splits, out=out, callback=Boom(step=3))
     st = staging_dir(out)
-    assert not out.exists() and not (st / "state.pt").exists() and read_marker(st)["error"] == "KeyboardInterrupt: "
+    assert not out.exists() and not (st / "state.pt").exists() and read_marker(st)["error"] == "KeyboardInterrupt"
     assert "stopped before its first epoch was saved" in describe_resume(out)
     resumed = resume_run(out)
     assert resumed.metrics["test"] == full.metrics["test"] and _same_weights(resumed, full)

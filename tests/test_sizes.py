@@ -63,10 +63,18 @@ def test_cli_reports_bytes_skips_and_file_sizes(tmp_path):
     res = runner.invoke(app, ["svd", str(collapsed), "--rank", "5"])
     assert res.exit_code == 0, res.output
     assert "skipped small: rank 5 of d=8 saves nothing" in res.stderr and "file:" in res.stderr
-    assert "total (1 tables)" in res.stdout
+    assert "total (1 tables)" in res.stdout and "skipped lin: a 1-dim table has nothing to factorise" in res.stderr
     res = runner.invoke(app, ["quantize", str(collapsed), "--bits", "8"])
     res = runner.invoke(app, ["svd", str(tmp_path / "f.collapsed.q8.safetensors"), "--rank", "2", "--tables", "big"])
     assert res.exit_code == 1 and "svd before quantize" in error_line(res.exception)
+
+
+def test_skips_for_the_same_reason_share_a_line(capsys):
+    from mlet_compress.cli.stages_cmds import print_skipped
+
+    print_skipped({f"t{i}": "a 1-dim table" for i in range(8)} | {"u": "other"})
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["skipped 8 tables (t0, t1, t2, t3, t4, t5 and 2 more): a 1-dim table", "skipped u: other"]
 
 
 def _file_tensor_bytes(path):

@@ -152,7 +152,7 @@ def record_failure(stage: Optional[RunStage], info: DistInfo, exc: BaseException
         return
     try:
         first = (str(exc).strip().splitlines() or [""])[0][:300]
-        write_marker(stage.work, {}, error=f"{type(exc).__name__}: {first}")
+        write_marker(stage.work, {}, error=f"{type(exc).__name__}: {first}" if first else type(exc).__name__)
     except Exception:  # noqa: BLE001 - the original error matters more than the marker
         pass
 
