@@ -95,7 +95,9 @@ def svd_cmd(
 
     Example:
 
-        mlet-compress svd model.safetensors --energy 0.99 --tables 'embedding\\.tables\\..*'
+        mlet-compress svd model.safetensors --rank 4 --tables 'embedding\\.tables\\..*'
+
+        mlet-compress svd model.safetensors --energy 0.99     # tables whose rank would save nothing are skipped
     """
     config = LowRankConfig(rank=rank, energy=energy, chunk_rows=chunk_rows)
     with byte_progress("svd") as progress:
