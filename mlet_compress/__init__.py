@@ -46,4 +46,16 @@ __all__ = [
     "MLETEmbedding", "MLETEmbeddingBag", "HashedEmbedding", "HashedEmbeddingBag",
     "LowRankEmbedding", "LowRankEmbeddingBag", "QuantizedEmbedding", "QuantizedEmbeddingBag",
     "MLETError", "ConfigError", "TargetingError", "CheckpointError", "NumericalError", "DataError",
+    "export_onnx", "export_program", "ExportResult",
 ]
+
+#: Names served lazily from :mod:`mlet_compress.export` (importing mlet_compress never imports onnx).
+_LAZY = {"export_onnx", "export_program", "ExportResult"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from . import export
+
+        return getattr(export, name)
+    raise AttributeError(f"module 'mlet_compress' has no attribute {name!r}")
