@@ -6,6 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
+import torch
+
 from mlet_compress.train import DataSpec, TrainCallback, TrainConfig, compare_seeds, compare_variants
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -60,12 +62,16 @@ def build_parser(doc: str, data: Path, default_model: str) -> argparse.ArgumentP
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--emb-lr-mults", type=float, nargs="*", default=[1, 4, 10])
     ap.add_argument("--out", type=Path, default=None, help="write every run here (default: keep nothing)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: torch's choice; 1 is faster on a machine other jobs keep busy)")
     return ap
 
 
 def main(doc: str, data: Path, fmt: str, default_model: str) -> int:
     """Parse the example's flags, run :func:`compare_seeds` (one progress line per run and epoch), print the table."""
     args = build_parser(doc, data, default_model).parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if not args.data.exists():
         print(f"data not found: {args.data}\nPut the shared data next to the repository (../shared/data) or pass --data.")
         return 0
