@@ -15,6 +15,7 @@ from typing import Any
 
 import typer
 
+from mlet_compress._version import __version__
 from mlet_compress.errors import MLETError
 
 app = typer.Typer(
@@ -26,8 +27,21 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 
+def _version(value: bool) -> None:
+    if value:
+        print(f"mlet-compress {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Train recommendation embeddings with MLET, then collapse, compress and inspect safetensors checkpoints."""
+
+
 # --- command registration (one module per command) -------------------------------------------
 from . import benchmark as _benchmark  # noqa: E402
+from . import cache_cmd as _cache  # noqa: E402
 from . import collapse as _collapse  # noqa: E402
 from . import convert as _convert  # noqa: E402
 from . import inspect_cmd as _inspect  # noqa: E402
@@ -45,6 +59,7 @@ app.command("benchmark")(_benchmark.benchmark_cmd)
 app.command("train")(_train.train_cmd)
 app.command("eval")(_eval.eval_cmd)
 app.command("export")(_export.export_cmd)
+app.command("cache")(_cache.cache_cmd)
 # --- end of command registration -------------------------------------------------------------
 
 

@@ -31,9 +31,12 @@ def eval_cmd(
     vocabularies, preprocessing options and split seed, so the raw data file yields exactly the
     training run's test split. Compressed checkpoints of the same run compare on the same rows.
 
-    Example:
+    Examples (after `mlet-compress train`, which links runs/latest to the run; --data is needed only when
+    the data moved since training):
 
-        mlet-compress eval runs/latest/model.safetensors --data ../shared/data/avazu_sample/avazu_train_first8999.csv --format avazu --json
+        mlet-compress eval runs/latest/model.safetensors --json
+
+        mlet-compress eval runs/avazu/model.safetensors --data ../shared/data/avazu_sample/avazu_train_first8999.csv --format avazu
     """
     with err.status("evaluating", spinner="dots") if err.is_terminal else nullcontext():
         res = evaluate_checkpoint(

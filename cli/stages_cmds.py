@@ -31,10 +31,15 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def print_report(title: str, rep: CompressReport, cols: list[str], as_json: bool) -> None:
-    """The per-table report of a compressing command: its columns, then bytes before → after."""
+def print_report(title: str, rep: CompressReport, cols: list[str], as_json: bool, src: Optional[Path] = None) -> None:
+    """The per-table report of a compressing command: its columns, bytes before → after per table and in
+    total, the tables skipped and why, and the file's bytes before → after."""
+    files = (src.stat().st_size, rep.output.stat().st_size) if src is not None and rep.output is not None else None
     if as_json:
-        print(json.dumps(rep.to_dict(), indent=2))
+        doc = rep.to_dict()
+        if files:
+            doc["totals"].update(file_bytes_before=files[0], file_bytes_after=files[1])
+        print(json.dumps(doc, indent=2))
         return
     for note in rep.notes:
         err.print(note)
@@ -50,9 +55,25 @@ def print_report(title: str, rep: CompressReport, cols: list[str], as_json: bool
     t.add_row(f"total ({len(rep)} tables)", *("" for _ in cols),
               f"{human_bytes(rep.bytes_before)} → {human_bytes(rep.bytes_after)}")
     out.print(t)
-    for name, why in sorted(rep.skipped.items()):
-        err.print(f"skipped {name}: {why}")
+    print_skipped(rep.skipped)
+    if files:
+        change = (f"{files[0] / max(1, files[1]):.2f}×" if files[1] <= files[0]
+                  else f"grew by {human_bytes(files[1] - files[0])}: the stage records in the header outweigh what the tables saved")
+        err.print(f"file: {human_bytes(files[0])} → {human_bytes(files[1])} ({change}; the other tensors are copied as they are)")
     err.print(f"wrote {rep.output}")
+
+
+def print_skipped(skipped: dict[str, str]) -> None:
+    """One line per skipped table; tables skipped for the same reason share a line."""
+    by_reason: dict[str, list[str]] = {}
+    for name, why in sorted(skipped.items()):
+        by_reason.setdefault(why, []).append(name)
+    for why, names in by_reason.items():
+        if len(names) == 1:
+            err.print(f"skipped {names[0]}: {why}")
+        else:
+            shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+            err.print(f"skipped {len(names)} tables ({shown}): {why}")
 
 
 def svd_cmd(
@@ -68,17 +89,20 @@ def svd_cmd(
     """Replace tables by truncated-SVD factors A (n×r) and B (r×d), the Frobenius-optimal rank-r fit.
 
     Computed from the d×d Gram matrix accumulated over row chunks in float64, so tables larger than
-    memory work. Uncollapsed MLET tables are collapsed on the fly first (said in the output). Order:
-    svd before quantize.
+    memory work. Uncollapsed MLET tables are collapsed on the fly first (said in the output). A table
+    whose rank saves nothing (r·(n+d) >= n·d) is left as it is and reported as skipped. Order: svd
+    before quantize (quantized tables are refused).
 
     Example:
 
-        mlet-compress svd model.safetensors --energy 0.99 --tables 'emb\\.tables\\..*'
+        mlet-compress svd model.safetensors --rank 4 --tables 'embedding\\.tables\\..*'
+
+        mlet-compress svd model.safetensors --energy 0.99     # tables whose rank would save nothing are skipped
     """
     config = LowRankConfig(rank=rank, energy=energy, chunk_rows=chunk_rows)
     with byte_progress("svd") as progress:
         rep = compress_checkpoint(checkpoint, config, output, tables=tables, force=force, progress=progress)
-    print_report("truncated SVD", rep, ["rows", "dim", "rank", "rel_error"], as_json)
+    print_report("truncated SVD", rep, ["rows", "dim", "rank", "rel_error"], as_json, checkpoint)
 
 
 def quantize_cmd(
@@ -106,4 +130,4 @@ def quantize_cmd(
     with byte_progress("quantize") as progress:
         rep = compress_checkpoint(checkpoint, config, output, tables=tables, force=force, progress=progress)
     title = f"{bits}-bit quantization ({granularity}" + (", fp16 scales)" if scale_dtype == "fp16" else ")")
-    print_report(title, rep, ["rows", "dim", "bits", "l2_error", "sqnr_db"], as_json)
+    print_report(title, rep, ["rows", "dim", "bits", "l2_error", "sqnr_db"], as_json, checkpoint)

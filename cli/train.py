@@ -12,9 +12,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mlet_compress.errors import ConfigError
-from mlet_compress.train import DataSpec, TrainCallback, TrainConfig, compare, resume_run, train
+from mlet_compress.train import DataSpec, TrainCallback, TrainConfig, compare, resume_compare, resume_run, train
 from mlet_compress.training.ddp import distributed_session, is_main_process
 from mlet_compress.training.outputs import default_run_dir, jsonable
+from mlet_compress.training.staging import describe_resume, link_latest, run_kind
 
 from ._common import err, out
 
@@ -90,8 +91,19 @@ def print_run(metrics: dict[str, Any], out_dir: Optional[Path]) -> None:
     for name, value in rows:
         t.add_row(name, _fmt(value))
     out.print(t)
+    print_hashing(metrics.get("hashing"))
     if out_dir is not None:
         err.print(f"wrote {out_dir}/ (model.safetensors, metrics.json, config.json)")
+
+
+def print_hashing(hashing: Optional[dict[str, Any]]) -> None:
+    """Which tables --hash-ratio hashed (rows → buckets) and why the others were not."""
+    if not hashing:
+        return
+    done = ", ".join(f"{n} {h['rows']:,}→{h['buckets']:,}" for n, h in sorted(hashing["hashed"].items())) or "none"
+    err.print(f"hashed (ratio {hashing['ratio']}, tables of >= {hashing['min_rows']:,} rows): {done}")
+    for name, why in sorted(hashing["skipped"].items()):
+        err.print(f"  not hashed {name}: {why}")
 
 
 def print_compare(res: Any) -> None:
@@ -119,6 +131,8 @@ def print_compare(res: Any) -> None:
     out.print(t)
     if tuned:
         out.print(f"* best single-layer baseline on validation {summ['select']}: {summ['best_variant']}")
+    if res.results:
+        print_hashing(res.results[0].metrics.get("hashing"))
     if res.out_dir is not None:
         err.print(f"wrote {res.out_dir}/ (compare.json and one run directory per variant)")
 
@@ -143,7 +157,8 @@ def train_cmd(
     dim: int = typer.Option(16, "--dim", min=1, help="Embedding dimension d (at inference)."),
     mlet_k: int = typer.Option(64, "--mlet-k", min=0, help="MLET inner dimension k; 0 = single-layer tables."),
     init_std: Optional[float] = typer.Option(None, "--init-std", help="MLET projection init std (paper: 0.25 DLRM, 0.5 others)."),
-    hash_ratio: Optional[float] = typer.Option(None, "--hash-ratio", help="Hash tables (>= 1000 rows) to this fraction of rows."),
+    hash_ratio: Optional[float] = typer.Option(None, "--hash-ratio", help="Hash tables of >= --hash-min-rows rows to this fraction of their rows (the run says which and why)."),
+    hash_min_rows: int = typer.Option(1000, "--hash-min-rows", min=1, help="Smallest table --hash-ratio hashes."),
     optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd or adagrad (paper: SGD for DLRM, Adagrad others)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (paper: 0.2 SGD, 0.02 Adagrad)."),
     emb_lr_mult: float = typer.Option(1.0, "--emb-lr-mult", help="Learning-rate multiplier of the embedding parameters."),
@@ -152,13 +167,13 @@ def train_cmd(
     patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Early-stop after P epochs without val improvement (default 2)."),
     select: str = typer.Option("auc", "--select", help="Validation metric that selects the epoch: auc or logloss."),
     seed: int = typer.Option(0, "--seed", help="Training seed."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>)."),
-    force: bool = typer.Option(False, "--force", help="Write into a non-empty --out."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>, linked as runs/latest). Written as a hidden .NAME.incomplete directory until the run finishes."),
+    force: bool = typer.Option(False, "--force", help="Write into a non-empty --out (its run files are replaced), or start over after an unfinished run."),
     keep_factors: bool = typer.Option(False, "--keep-factors", help="Also save the uncollapsed MLET factors."),
     do_compare: bool = typer.Option(False, "--compare", help="Train single-layer and MLET and print them side by side."),
     tune_baseline: bool = typer.Option(False, "--tune-baseline", help="With --compare: also tune the baseline's embedding lr."),
     emb_lr_mults: str = typer.Option("1,4,10", "--emb-lr-mults", help="Embedding-lr multipliers for --tune-baseline."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory (model + optimizer state)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run (or --compare root) in this directory, finished or interrupted: from the last finished epoch (state.pt), or from the start if none finished. --epochs/--patience may change."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Cap on steps per epoch (smoke tests)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: torch's choice)."),
@@ -170,21 +185,24 @@ def train_cmd(
     collapses it to n×d when saving, so the saved model has the plain architecture. --compare
     trains single-layer and MLET on the same data and seed; --tune-baseline adds single-layer models
     with raised embedding learning rates and compares MLET with the best of them on validation.
-    Runs under `torchrun --nproc-per-node N` with DDP (rank 0 writes).
+    Runs under `torchrun --nproc-per-node N` with DDP (rank 0 writes). A run that fails leaves only
+    .NAME.incomplete beside --out; --resume continues it, --force starts over.
 
     Examples:
 
         mlet-compress train --compare
 
+        mlet-compress train --keep-factors                        # then: mlet-compress inspect runs/latest/factors.safetensors
+
         mlet-compress train --model deepfm --data ../shared/data/avazu_sample/avazu_train_first8999.csv --format avazu --dim 8 --epochs 5 --out runs/avazu
+
+        mlet-compress train --resume runs/avazu --epochs 8
     """
     if threads is not None:
         torch.set_num_threads(threads)
     with distributed_session():  # leaves a torchrun process group on the way out, also after an error
         if resume is not None:
-            with RichProgress() as cb:
-                res = resume_run(resume, epochs=epochs, patience=patience, callback=cb)
-            _report_run(res.metrics, res.out_dir, as_json)
+            _resume(resume, epochs, patience, as_json)
             return
         _check_flags(data, format, rows, do_compare, tune_baseline)
         spec = DataSpec(
@@ -196,6 +214,7 @@ def train_cmd(
         )
         cfg = TrainConfig(
             model=model.lower(), dim=dim, inner_dim=mlet_k, init_std=init_std, hash_ratio=hash_ratio,
+            hash_min_rows=hash_min_rows,
             optimizer=optimizer.lower() if optimizer else None, lr=lr, emb_lr_mult=emb_lr_mult, batch_size=batch_size,
             epochs=epochs or 1, patience=patience if patience is not None else 2, select=select, seed=seed,
             keep_factors=keep_factors, max_steps_per_epoch=max_steps, device=device, data=spec,
@@ -207,12 +226,39 @@ def train_cmd(
                 res = compare(cfg, emb_lr_mults=mults, out=target, force=force, callback=cb)
             else:
                 res = train(cfg, out=target, force=force, callback=cb)
+        if out_dir is None and is_main_process():
+            link = link_latest(target)
+            if link is not None and not as_json:
+                err.print(f"{link} -> {target.name}")
         if not do_compare:
             _report_run(res.metrics, res.out_dir, as_json)
-        elif is_main_process() and as_json:
-            print(json.dumps(jsonable(res.to_dict()), indent=2))
-        elif is_main_process():
-            print_compare(res)
+        else:
+            _report_compare(res, as_json)
+
+
+def _resume(path: Path, epochs: Optional[int], patience: Optional[int], as_json: bool) -> None:
+    """``--resume``: continue a run or a comparison root, saying first what will happen."""
+    kind = run_kind(path)
+    if is_main_process() and not as_json:
+        err.print(describe_resume(path))
+    with RichProgress() as cb:
+        if kind == "compare":
+            res = resume_compare(path, epochs=epochs, patience=patience, callback=cb)
+        else:
+            res = resume_run(path, epochs=epochs, patience=patience, callback=cb)
+    if kind == "compare":
+        _report_compare(res, as_json)
+    else:
+        _report_run(res.metrics, res.out_dir, as_json)
+
+
+def _report_compare(res: Any, as_json: bool) -> None:
+    if not is_main_process():
+        return
+    if as_json:
+        print(json.dumps(jsonable(res.to_dict()), indent=2))
+    else:
+        print_compare(res)
 
 
 def _check_flags(data: Optional[Path], format: Optional[str], rows: Optional[int], do_compare: bool,

@@ -53,9 +53,11 @@ def main() -> None:
         collapsed = mc.save_checkpoint(model, Path(tmp) / "model.safetensors")
 
         cli_out = Path(tmp) / "cli.safetensors"
-        subprocess.run(
-            [sys.executable, "-m", "mlet_compress.cli.app", "collapse", str(factors), "-o", str(cli_out)], check=True
-        )
+        cli = subprocess.run([sys.executable, "-m", "mlet_compress.cli.app", "collapse", str(factors), "-o", str(cli_out)],
+                             capture_output=True, text=True)
+        if cli.returncode != 0:
+            sys.exit(f"mlet-compress collapse failed:\n{cli.stderr}")
+        print(f"mlet-compress collapse {factors.name} -o {cli_out.name}: {cli.stderr.strip().splitlines()[-2]}", flush=True)
         fresh = TinyCTR()
         fresh.load_state_dict(mc.load_checkpoint(cli_out).state_dict(), strict=True)
         with torch.no_grad():

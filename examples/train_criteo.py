@@ -6,7 +6,7 @@ AUC picks the epoch whose test metrics are reported. Each seed also trains singl
 raised embedding learning rates (×4, ×10), the honest baseline.
 
 Usage:
-    python examples/train_criteo.py [--model dlrm] [--dim 16] [--mlet-k 64] [--epochs 10] [--seeds 0 1 2] [--out runs/criteo]
+    python examples/train_criteo.py [--model dlrm] [--dim 16] [--mlet-k 64] [--epochs 15] [--patience 3] [--seeds 0 1 2] [--out runs/criteo]
 
 The data is licensed and not in the repository: it is read from ../shared/data next to the repo.
 """
@@ -19,7 +19,7 @@ from _compare_sample import SHARED, main
 
 DATA = SHARED / "criteo_kaggle_sample" / "criteo_train_rows00001-08000.txt"
 FORMAT = "criteo"
-DEFAULT_MODEL = "dlrm"
+DEFAULT_MODEL = "dlrm"  # docs/results.md
 
 if __name__ == "__main__":
     sys.exit(main(__doc__, DATA, FORMAT, DEFAULT_MODEL))

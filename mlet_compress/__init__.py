@@ -4,6 +4,10 @@ Train each embedding table as an n×k table times a k→d projection (:func:`wra
 :func:`collapse` it to one n×d table so inference runs the original architecture; compose with low-rank,
 quantization and hashing stages; store everything as safetensors checkpoints with a versioned schema.
 
+Checkpoints: :func:`convert_checkpoint` (plain state dicts ⇄ this format), :func:`compress_checkpoint`,
+:func:`inspect_checkpoint`, :func:`benchmark_checkpoint` (sizes, error, latency) and
+:func:`evaluate_checkpoint` (test metrics of a trained run's checkpoint on its own test split).
+
 Example:
     >>> import torch
     >>> from torch import nn
@@ -26,12 +30,17 @@ from .layers.quantized import QuantizedEmbedding, QuantizedEmbeddingBag
 from .lookup import load_lookup_modules, load_model_state, reconstruct
 from .schema import CheckpointHeader, StageRecord, TableEntry
 from .stages import CompressReport, collapse, collapse_checkpoint, compress_, compress_checkpoint, wrap
+from .benchmark import benchmark_checkpoint
+from .converters import ConvertReport, convert_checkpoint
+from .inspection import inspect_state_dict
+from .training.evaluate import evaluate_checkpoint  # after the names above: training builds on them
 
 __all__ = [
     "__version__",
     "MLETConfig", "CollapseConfig", "LowRankConfig", "QuantConfig", "HashConfig",
     "wrap", "collapse", "compress_", "compress_checkpoint", "collapse_checkpoint", "CompressReport",
-    "save_checkpoint", "load_checkpoint", "Checkpoint", "describe_model", "inspect_checkpoint",
+    "save_checkpoint", "load_checkpoint", "Checkpoint", "describe_model", "inspect_checkpoint", "inspect_state_dict",
+    "convert_checkpoint", "ConvertReport", "evaluate_checkpoint", "benchmark_checkpoint",
     "TableEntry", "CheckpointHeader", "StageRecord",
     "reconstruct", "load_lookup_modules", "load_model_state",
     "MLETEmbedding", "MLETEmbeddingBag", "HashedEmbedding", "HashedEmbeddingBag",

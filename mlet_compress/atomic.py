@@ -15,6 +15,20 @@ from typing import Iterator, Optional, Union
 from .errors import CheckpointError
 
 
+def current_umask() -> int:
+    """The process umask (read from ``/proc/self/status`` where available, else set-and-restore)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(str(path), os.O_RDONLY)
@@ -37,7 +51,8 @@ def atomic_path(dest: Union[str, Path], *, make_parents: bool = False) -> Iterat
         make_parents: create missing parent folders (otherwise a missing folder is an error).
 
     On any exception the temp file is removed and ``dest`` is left as it was; an ``OSError`` (disk full,
-    permissions) becomes a :class:`CheckpointError` naming the destination.
+    permissions) becomes a :class:`CheckpointError` naming the destination. The file gets the mode a
+    plain ``open()`` would give it (``0o666`` less the umask), not the temp file's private ``0o600``.
 
     Example:
         >>> with atomic_path("/tmp/out.bin") as tmp:   # doctest: +SKIP
@@ -57,6 +72,7 @@ def atomic_path(dest: Union[str, Path], *, make_parents: bool = False) -> Iterat
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~current_umask())  # the writer may have replaced the file: set it last
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, dest)

@@ -1,4 +1,6 @@
-"""A structured summary of a checkpoint's embedding tables (what ``mlet-compress inspect`` prints)."""
+"""Structured summaries of checkpoints (what ``mlet-compress inspect`` prints): the embedding tables of an
+mlet-compress checkpoint (:func:`inspect_checkpoint`), or the tensors of a plain state dict and the tables
+``convert`` would pick (:func:`inspect_state_dict`); :func:`inspect_path` takes either."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from .checkpoint import load_header
+from .converters import detect_tables, open_source
 
 
 @dataclass(frozen=True)
@@ -76,3 +79,67 @@ def inspect_checkpoint(path: Union[str, Path]) -> CheckpointSummary:
     totals = {"tables": len(rows_out), "table_bytes": sum(r.bytes for r in rows_out), "other_tensors": len(other),
               "other_bytes": sum(i.nbytes for i in other), "file_bytes": Path(path).stat().st_size}
     return CheckpointSummary(str(path), header.schema_version, header.model, rows_out, totals)
+
+
+@dataclass(frozen=True)
+class StateDictSummary:
+    """A plain state dict (no mlet-compress schema) as ``inspect`` shows it.
+
+    Attributes:
+        path / format: the input and its format (``safetensors``, ``safetensors-sharded``, ``torch``, ...).
+        tensors: ``{"key", "dtype", "shape", "bytes"}`` per tensor, in file order.
+        tables: the tables ``convert`` would pick: name → ``{"kind", "rows", "dim", "why"}``.
+        rejected: 2-D floating weights not taken as tables → why.
+        totals: ``tensors``, ``tables``, ``table_bytes``, ``other_bytes``, ``file_bytes``.
+    """
+
+    path: str
+    format: str
+    tensors: list[dict[str, Any]]
+    tables: dict[str, dict[str, Any]]
+    rejected: dict[str, str]
+    totals: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return dataclasses.asdict(self)
+
+
+def inspect_state_dict(path: Union[str, Path], tables: Optional[str] = None, *,
+                       bag_mode: Optional[str] = None) -> StateDictSummary:
+    """List a plain state dict's tensors and the embedding tables ``convert`` would pick (and why).
+
+    Args:
+        path: a plain ``.safetensors`` file, shard index, Hugging Face model folder or ``.pt``/``.bin`` pickle.
+        tables / bag_mode: as :func:`mlet_compress.converters.convert_checkpoint`.
+
+    Raises:
+        CheckpointError: unreadable input. ConfigError: bad ``tables``/``bag_mode``.
+
+    Example:
+        >>> sorted(inspect_state_dict("model.safetensors").tables)   # doctest: +SKIP
+        ['bert.embeddings.position_embeddings', 'bert.embeddings.word_embeddings']
+    """
+    with open_source(path) as src:
+        det = detect_tables(src.metas, tables, bag_mode=bag_mode)
+        tensors = [{"key": m.key, "dtype": str(m.dtype).replace("torch.", ""), "shape": list(m.shape), "bytes": m.nbytes}
+                   for m in src.metas.values()]
+        table_keys = {k for e in det.tables.values() for k in e.tensor_keys()}
+        table_bytes = sum(src.metas[k].nbytes for k in table_keys)
+        totals = {"tensors": len(tensors), "tables": len(det.tables), "table_bytes": table_bytes,
+                  "other_bytes": sum(t["bytes"] for t in tensors) - table_bytes, "file_bytes": src.file_bytes}
+        return StateDictSummary(str(path), src.format, tensors, det.to_dict()["tables"], dict(det.rejected), totals)
+
+
+def inspect_path(path: Union[str, Path], tables: Optional[str] = None, *,
+                 bag_mode: Optional[str] = None) -> Union[CheckpointSummary, StateDictSummary]:
+    """:func:`inspect_checkpoint` for an mlet-compress checkpoint, :func:`inspect_state_dict` for anything else.
+
+    Raises:
+        CheckpointError: unreadable input.
+    """
+    with open_source(path) as src:
+        is_mlet = src.is_mlet
+    if is_mlet:
+        return inspect_checkpoint(path)
+    return inspect_state_dict(path, tables, bag_mode=bag_mode)

@@ -25,6 +25,7 @@ from .training import (
     load_data,
     param_groups,
     prepare_model,
+    resume_compare,
     resume_run,
     train,
     wrap_deepctr,
@@ -32,6 +33,6 @@ from .training import (
 
 __all__ = [
     "TrainConfig", "DataSpec", "TrainResult", "TrainCallback", "CompareResult",
-    "train", "resume_run", "compare", "compare_seeds", "compare_variants", "evaluate_checkpoint", "load_data",
+    "train", "resume_run", "resume_compare", "compare", "compare_seeds", "compare_variants", "evaluate_checkpoint", "load_data",
     "build_training_model", "prepare_model", "build_optimizer", "param_groups", "count_parameters", "wrap_deepctr",
 ]

@@ -113,11 +113,16 @@ def test_svd_on_uncollapsed_mlet_resolves_by_collapsing_first(tmp_path):
     torch.manual_seed(3)
     m = wrap(Net(), MLETConfig(inner_dim=16))
     src = save_checkpoint(m, tmp_path / "m.safetensors")
-    rep = compress_checkpoint(src, LowRankConfig(energy=1.0))
+    rep = compress_checkpoint(src, LowRankConfig(rank=6))
     out = rep.output
     assert rep["big"]["collapsed_first"] and any("collapsed" in n for n in rep.notes)
+    assert "saves nothing" in rep.skipped["small"]  # 20×8: 6·(20+8) = 168 >= 160 values
     collapse(m)
-    torch.testing.assert_close(reconstruct(out)["big"], m.big.weight.detach(), rtol=1e-4, atol=1e-5)
+    w = m.big.weight.detach().double()
+    sigma = torch.linalg.svdvals(w)
+    best = float((sigma[6:] ** 2).sum().sqrt() / (sigma ** 2).sum().sqrt())  # Eckart–Young
+    got = float((reconstruct(out)["big"].double() - w).norm() / w.norm())
+    assert abs(got - best) <= 1e-5 and abs(rep["big"]["rel_error"] - best) <= 1e-5
     with pytest.raises(TargetingError, match="collapse"):
         compress_(wrap(Net(), MLETConfig(inner_dim=8)), LowRankConfig(rank=2))
 

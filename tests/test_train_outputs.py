@@ -9,6 +9,8 @@ import json
 import pytest
 import torch
 
+from torch import nn
+
 from mlet_compress import LowRankConfig, QuantConfig, compress_, load_checkpoint, load_model_state, save_checkpoint
 from mlet_compress.errors import CheckpointError, ConfigError
 from mlet_compress.models import build_model
@@ -229,7 +231,7 @@ def _fake_train(val_auc: dict, val_logloss: dict):
     """A stand-in for ``train`` returning fixed metrics per (variant, seed): the selection rules are then known."""
     from mlet_compress.training.run import TrainResult
 
-    def fake(vcfg, splits, out=None, force=False, callback=None):
+    def fake(vcfg, splits, work_dir=None, info=None, *, resume=False, callback=None, **kw):
         key = (vcfg.variant, vcfg.seed)
         auc, ll = val_auc[key], val_logloss[key]
         test = {"auc": 0.6 if auc is None else auc - 0.01, "logloss": 0.6 if ll is None else ll + 0.01, "pr_auc": 0.5}
@@ -250,7 +252,7 @@ def test_compare_picks_the_best_baseline_on_validation(monkeypatch, select):
 
     auc = {(VARIANTS[0], 0): 0.70, (VARIANTS[1], 0): 0.72, (VARIANTS[2], 0): 0.74, (VARIANTS[3], 0): 0.99}
     ll = {(VARIANTS[0], 0): 0.50, (VARIANTS[1], 0): 0.45, (VARIANTS[2], 0): 0.47, (VARIANTS[3], 0): 0.01}
-    monkeypatch.setattr(cmp, "train", _fake_train(auc, ll))
+    monkeypatch.setattr(cmp, "train_in", _fake_train(auc, ll))
     res = cmp.compare(dataclasses.replace(cfg(model="dlrm", inner_dim=8), select=select, seed=0), splits=object(),
                       emb_lr_mults=[1, 4, 10])
     assert [r["variant"] for r in res.rows] == list(VARIANTS)
@@ -269,7 +271,7 @@ def test_compare_seeds_averages_and_picks_the_best_mean(monkeypatch, select):
            (VARIANTS[2], 1): None, (VARIANTS[2], 2): None, (VARIANTS[3], 1): 0.75, (VARIANTS[3], 2): 0.77}
     ll = {(VARIANTS[0], 1): 0.52, (VARIANTS[0], 2): 0.50, (VARIANTS[1], 1): 0.40, (VARIANTS[1], 2): 0.70,
           (VARIANTS[2], 1): None, (VARIANTS[2], 2): None, (VARIANTS[3], 1): 0.45, (VARIANTS[3], 2): 0.47}
-    monkeypatch.setattr(cmp, "train", _fake_train(auc, ll))
+    monkeypatch.setattr(cmp, "train_in", _fake_train(auc, ll))
     out = cmp.compare_seeds(dataclasses.replace(cfg(model="dlrm", inner_dim=8), select=select), [1, 2],
                             splits=object(), emb_lr_mults=[1, 4, 10])
     rows = {r["variant"]: r for r in out["rows"]}

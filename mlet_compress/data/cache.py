@@ -15,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -102,3 +104,33 @@ def load_splits(path: Path, only: tuple[str, ...] = _SPLITS) -> tuple[dict, dict
         return data, meta["preprocessor"], meta["info"]
     except Exception:  # noqa: BLE001 - a corrupt/partial cache entry is just a miss
         return None
+
+
+_ENTRY = re.compile(r"(\.?[0-9a-f]{64}\.npz(\..*\.tmp)?|\.?file_hashes\.json(\..*\.tmp)?)")
+
+
+def cache_entries(cache_dir: Optional[Path] = None) -> list[Path]:
+    """The files of the data cache (entries, the file-hash memo, leftover temp files); nothing else in the folder.
+
+    Example:
+        >>> cache_entries(Path("/nonexistent"))
+        []
+    """
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and _ENTRY.fullmatch(p.name))
+
+
+def clear_cache(cache_dir: Optional[Path] = None) -> tuple[int, int]:
+    """Delete the data cache's files (see :func:`cache_entries`; other files and the folder stay).
+
+    Returns:
+        ``(files removed, bytes freed)``.
+    """
+    files = cache_entries(cache_dir)
+    size = 0
+    for p in files:
+        size += p.stat().st_size
+        p.unlink(missing_ok=True)
+    return len(files), size

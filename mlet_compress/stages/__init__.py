@@ -38,8 +38,8 @@ from . import lowrank as _lowrank  # noqa: F401  (registers the stage)
 from . import mlet as _mlet
 from . import quantize as _quantize  # noqa: F401  (registers the stage)
 from .base import (
-    Candidate, CompressReport, FilterFn, OrderRule, Stage, TableFilter, check_order, model_candidates, register,
-    registered, select_tables, stage_for,
+    Candidate, CompressReport, FilterFn, OrderRule, Skipped, Stage, TableFilter, check_order, model_candidates,
+    nothing_left, register, registered, select_tables, stage_for,
 )
 
 wrap = _mlet.wrap
@@ -83,10 +83,13 @@ def compress_(model: nn.Module, config: Any, filter_fn: Optional[FilterFn] = Non
     report.skipped.update(skipped)
     for c in chosen:
         stage.check_table(c, config)
-    for c in chosen:
+    done_all = [(c, stage.to_module(c.name, c.obj.module, config)) for c in chosen]
+    report.skipped.update({c.name: d.reason for c, d in done_all if isinstance(d, Skipped)})
+    if done_all and all(isinstance(d, Skipped) for _, d in done_all):
+        raise nothing_left(stage, report.skipped)
+    for c, done in done_all:
         old = c.obj.module
-        done = stage.to_module(c.name, old, config)
-        if done is None:
+        if done is None or isinstance(done, Skipped):
             continue
         new, record = done
         set_stage_chain(new, stage_chain(old) + (record,))
@@ -182,7 +185,11 @@ def compress_checkpoint(
         for c in chosen:
             entry = c.obj
             collapsed_first = check_order(stage, c.name, c.kind, c.hashed, in_file=True)
-            table_plan, stats = stage.plan_file(entry, reader, config)
+            planned = stage.plan_file(entry, reader, config)
+            if isinstance(planned, Skipped):
+                report.skipped[c.name] = planned.reason
+                continue
+            table_plan, stats = planned
             plan.tables[c.name] = table_plan
             before = sum(reader.info(k).nbytes for k in entry.tensor_keys())
             after = sum(o.nbytes for o in table_plan.outputs)
@@ -190,6 +197,8 @@ def compress_checkpoint(
                                      "bytes_after": after, "collapsed_first": collapsed_first}
             if collapsed_first:
                 report.notes.append(f"table {c.name!r}: MLET factors collapsed before {stage.name}")
+        if not plan.tables:
+            raise nothing_left(stage, report.skipped)
         report.output = execute(src, dst, plan, reader, progress=progress)
     return report
 
@@ -210,4 +219,4 @@ def collapse_checkpoint(src: Union[str, Path], dst: Optional[Union[str, Path]] =
 
 
 __all__ = ["compress_", "compress_checkpoint", "collapse_checkpoint", "wrap", "collapse", "CompressReport", "Stage",
-           "OrderRule", "register", "registered", "stage_for", "check_order", "select_tables"]
+           "OrderRule", "Skipped", "register", "registered", "stage_for", "check_order", "select_tables"]

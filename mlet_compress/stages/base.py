@@ -47,6 +47,14 @@ class OrderRule:
     collapse_first: bool = False
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """What a stage's ``to_module`` / ``plan_file`` returns for a table it leaves as it is once it has looked
+    at it (e.g. an SVD rank that would save nothing); the reason goes to :attr:`CompressReport.skipped`."""
+
+    reason: str
+
+
 @dataclass
 class Candidate:
     """One table as selection sees it, whether a module of a model or an entry of a file."""
@@ -71,8 +79,8 @@ class Stage:
     Attributes:
         name: the name in stage records and messages (``svd``, ``quantize``, ``hash``, ``mlet``, ``collapse``).
         config: its config class. op: its pure tensor function.
-        to_module: ``(name, module, config) -> (new module, StageRecord) | None``.
-        plan_file: ``(entry, reader, config) -> (TablePlan, stats)`` or None.
+        to_module: ``(name, module, config) -> (new module, StageRecord) | Skipped | None``.
+        plan_file: ``(entry, reader, config) -> (TablePlan, stats) | Skipped``, or None (no file plan).
         order: the :class:`OrderRule`.
         skip_reason: ``(candidate, config) -> reason | None``: tables the stage leaves alone by default
             (1-dim "linear" tables, tables below a size threshold, ...).
@@ -255,5 +263,11 @@ class CompressReport(Mapping):
         return f"CompressReport(stage={self.stage!r}, tables={sorted(self.tables)}, skipped={sorted(self.skipped)})"
 
 
-__all__ = ["Stage", "OrderRule", "Candidate", "CompressReport", "FilterFn", "TableFilter", "register", "stage_for",
+def nothing_left(stage: Stage, skipped: dict[str, str]) -> TargetingError:
+    """The error when every selected table was skipped after inspection (nothing would change)."""
+    why = "; ".join(f"{n}: {r}" for n, r in list(skipped.items())[:5])
+    return TargetingError(f"{stage.name}: no table left to change, every selected table was skipped ({why})")
+
+
+__all__ = ["Stage", "OrderRule", "Candidate", "Skipped", "nothing_left", "CompressReport", "FilterFn", "TableFilter", "register", "stage_for",
            "registered", "check_order", "select_tables", "model_candidates"]

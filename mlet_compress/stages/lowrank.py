@@ -3,7 +3,9 @@
 - op: :func:`~mlet_compress.ops.svd.low_rank_factors` (float64 Gram matrix over row chunks, Eckart–Young);
 - module handler: :func:`~mlet_compress.layers.lowrank.to_low_rank`;
 - file plan: one Gram pass over memory-mapped row chunks, then A streamed chunk by chunk;
-- order: after collapse (a file's MLET factors are collapsed on the fly), before quantization.
+- order: after collapse (a file's MLET factors are collapsed on the fly), before quantization;
+- a table whose chosen rank saves nothing (r·(n+d) ≥ n·d values) is left as it is and reported in
+  ``CompressReport.skipped`` with the reason, for models and files alike (:func:`saves_nothing`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from ..ops.svd import iter_projected_rows, low_rank_factors, plan_low_rank
 from ..safetensors_io import dtype_name
 from ..schema import Factor, StageRecord, TableEntry, table_key
 from ..streaming import OutTensor, RowReader, TablePlan, TableRows
-from .base import Candidate, OrderRule, Stage, register
+from .base import Candidate, OrderRule, Skipped, Stage, register
 
 ORDER = OrderRule(refuse={
     "mlet": "holds uncollapsed MLET factors; collapse(model) first (SVD applies to the trained n×d table)",
@@ -43,16 +45,36 @@ def _check(c: Candidate, cfg: LowRankConfig) -> None:
         raise ConfigError(f"table {c.name!r}: rank {cfg.rank} exceeds its embedding dim {c.dim}")
 
 
-def _to_module(name: str, mod: nn.Module, cfg: LowRankConfig) -> tuple[nn.Module, StageRecord]:
+def saves_nothing(n: int, d: int, rank: int) -> Optional[Skipped]:
+    """``Skipped`` with the reason when rank-``rank`` factors of an n×d table hold as many values as the table
+    (r·(n+d) ≥ n·d), else None.
+
+    Example:
+        >>> saves_nothing(1000, 8, 8).reason
+        'rank 8 of d=8 saves nothing: A and B hold 8·(1000+8) = 8064 values, the table 1000·8 = 8000; left as it is (lower the energy or the rank)'
+        >>> saves_nothing(1000, 8, 4) is None
+        True
+    """
+    if rank * (n + d) < n * d:
+        return None
+    return Skipped(f"rank {rank} of d={d} saves nothing: A and B hold {rank}·({n}+{d}) = {rank * (n + d)} values, "
+                   f"the table {n}·{d} = {n * d}; left as it is (lower the energy or the rank)")
+
+
+def _to_module(name: str, mod: nn.Module, cfg: LowRankConfig) -> tuple[nn.Module, StageRecord] | Skipped:
+    n, d = int(mod.num_embeddings), int(mod.embedding_dim)
     new = to_low_rank(mod, rank=cfg.rank, energy=cfg.energy, chunk_rows=cfg.chunk_rows)
-    return new, record(cfg, new.rank, new.rel_error)
+    return saves_nothing(n, d, new.rank) or (new, record(cfg, new.rank, new.rel_error))
 
 
-def _plan(entry: TableEntry, reader: RowReader, cfg: LowRankConfig) -> tuple[TablePlan, dict[str, Any]]:
+def _plan(entry: TableEntry, reader: RowReader, cfg: LowRankConfig) -> tuple[TablePlan, dict[str, Any]] | Skipped:
     name = entry.name
     rows = TableRows(reader, entry)
     lr = plan_low_rank(rows, num_rows=rows.num_rows, rank=cfg.rank, energy=cfg.energy, chunk_rows=cfg.chunk_rows,
                        name=f"table {name!r}")
+    skip = saves_nothing(rows.num_rows, rows.dim, lr.rank)  # after the Gram pass, which checks NaN/Inf too
+    if skip is not None:
+        return skip
     out_dtype = rows.dtype if rows.dtype in (torch.float32, torch.float64) else torch.float32
     n, r, d = rows.num_rows, lr.rank, rows.dim
 
@@ -82,4 +104,4 @@ register(Stage(
     skip_reason=_skip, check_table=_check, suffix=lambda cfg: "svd",
 ))
 
-__all__ = ["ORDER", "record", "collapsed_view"]
+__all__ = ["ORDER", "record", "collapsed_view", "saves_nothing"]

@@ -116,7 +116,21 @@ def wrap(model: nn.Module, config: Optional[MLETConfig] = None) -> nn.Module:
         record[f.name] = {"aliases": f.names[1:], "num_embeddings": new.num_embeddings,
                           "embedding_dim": new.embedding_dim, "inner_dim": k}
     model.mlet_wrapped = record  # type: ignore[attr-defined]
+    if any(getattr(f.module, "sparse", False) for f in chosen):
+        explicit_sparse_checks()
     return model
+
+
+def explicit_sparse_checks() -> None:
+    """Make torch's default (no sparse-tensor invariant checks) explicit, unless checks were turned on.
+
+    The first optimizer step on a sparse gradient otherwise prints torch's "Sparse invariant checks are
+    implicitly disabled ... To silence this warning, explicitly opt in or out" once per process: noise the
+    user cannot act on. Behaviour is unchanged: checks stay off, or on if the user enabled them.
+    """
+    checks = torch.sparse.check_sparse_tensor_invariants
+    if not checks.is_enabled():
+        checks.disable()
 
 
 # ------------------------------------------------------------------------------------------------ collapse

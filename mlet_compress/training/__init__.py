@@ -8,7 +8,7 @@ config, resume checks), ``finalize`` (test, collapse, save), ``compare`` (single
 baselines), ``evaluate`` (``evaluate_checkpoint``).
 """
 
-from .compare import CompareResult, compare, compare_seeds, compare_variants
+from .compare import CompareResult, compare, compare_seeds, compare_variants, resume_compare
 from .config import DataSpec, TrainConfig
 from .evaluate import evaluate_checkpoint
 from .interop import wrap_deepctr
@@ -18,6 +18,6 @@ from .run import TrainResult, build_training_model, load_data, prepare_model, re
 
 __all__ = [
     "TrainConfig", "DataSpec", "TrainResult", "TrainCallback", "CompareResult",
-    "train", "resume_run", "compare", "compare_seeds", "compare_variants", "evaluate_checkpoint", "load_data",
+    "train", "resume_run", "resume_compare", "compare", "compare_seeds", "compare_variants", "evaluate_checkpoint", "load_data",
     "build_training_model", "prepare_model", "build_optimizer", "param_groups", "count_parameters", "wrap_deepctr",
 ]

@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from . import outputs as out_files
+from . import staging
 from .config import TrainConfig
 from .ddp import setup
 from .loop import TrainCallback
-from .run import TrainResult, load_data, open_run_dir, train
+from .run import TrainResult, load_data, train_in
 
 #: Keys of each comparison row (also the columns of the CLI table).
 ROW_KEYS = ("variant", "role", "auc", "logloss", "pr_auc", "set_a_pr_auc", "set_b_pr_auc", "set_a_auc",
@@ -115,9 +116,13 @@ def compare(
     emb_lr_mults: Optional[Sequence[float]] = None,
     out: Union[str, Path, None] = None,
     force: bool = False,
+    resume: bool = False,
     callback: Optional[TrainCallback] = None,
 ) -> CompareResult:
     """Train single-layer and MLET models on the same data and seed and compare them.
+
+    The whole root is staged (``<parent>/.<name>.incomplete/``, see :mod:`.staging`) and renamed into
+    place when every variant is done, so a failed comparison leaves no half-written ``out``.
 
     Args:
         cfg: the shared settings (``inner_dim`` = the MLET variant's k; 0 means 64).
@@ -125,7 +130,9 @@ def compare(
         emb_lr_mults: also train single-layer baselines with these embedding-lr multipliers
             (``--tune-baseline``; ×1 is the paper baseline and is always trained).
         out: root directory: ``compare.json`` plus one run directory per variant.
-        force: allow a non-empty ``out``.
+        force: allow a non-empty ``out`` and discard an unfinished comparison into it.
+        resume: continue the comparison in ``out`` (see :func:`resume_compare`): each variant continues
+            from its ``state.pt``, or starts when it has none.
         callback: progress hooks, called for each variant's run.
 
     Returns:
@@ -134,16 +141,44 @@ def compare(
     cfg = cfg.resolved()
     out_dir = Path(out) if out is not None else None
     info = setup(cfg.device)
+    variants = compare_variants(cfg, emb_lr_mults)
+    stage = None
     if out_dir is not None:
-        open_run_dir(out_dir, force, info)
+        marker = {"kind": "compare", "train_config": cfg.to_dict(),
+                  "emb_lr_mults": [float(m) for m in emb_lr_mults] if emb_lr_mults else None}
+        stage = (staging.open_resume(out_dir, info, marker) if resume
+                 else staging.open_new_run(out_dir, force, info, {**marker, "variants_done": []}))
+    try:
+        result = _compare_in(cfg, splits, variants, stage.work if stage else None, info, resume, callback)
+        if stage is not None and info.is_main:
+            out_files.write_json(stage.work / out_files.COMPARE_FILE,
+                                 {**result.to_dict(), "config": {"train_config": cfg.to_dict(),
+                                                                 "emb_lr_mults": marker["emb_lr_mults"]}})
+    except BaseException as exc:
+        staging.record_failure(stage, info, exc)
+        raise
+    staging.commit(stage, info)
+    if out_dir is not None:
+        result.out_dir = out_dir
+        for res in result.results:
+            res.out_dir = out_dir / _slug(res.config.variant)
+    return result
+
+
+def _compare_in(cfg: TrainConfig, splits: Any, variants: list[tuple[TrainConfig, str]], work: Optional[Path],
+                info: Any, resume: bool, callback: Optional[TrainCallback]) -> CompareResult:
+    """Train every variant into ``work/<variant>`` and build the comparison rows and summary."""
     if splits is None:
         splits = load_data(cfg.data)
-    rows, results = [], []
-    for vcfg, role in compare_variants(cfg, emb_lr_mults):
-        sub = out_dir / _slug(vcfg.variant) if out_dir is not None else None
-        res = train(vcfg, splits, out=sub, force=force, callback=callback)
+    rows, results, done = [], [], []
+    for vcfg, role in variants:
+        sub = work / _slug(vcfg.variant) if work is not None else None
+        res = train_in(vcfg, splits, sub, info, resume=resume, callback=callback)
         results.append(res)
         rows.append(_row(res, role))
+        done.append(vcfg.variant)
+        if work is not None and info.is_main:
+            staging.write_marker(work, {}, variants_done=done)
     mlet = next(r for r in rows if r["role"] == "mlet")
     baselines = [r for r in rows if r["role"] != "mlet"]
     paper = baselines[0]
@@ -156,10 +191,57 @@ def compare(
         "vs_paper": _delta(mlet, paper),
         "vs_best": _delta(mlet, best),
     }
-    result = CompareResult(rows, summary, results, out_dir)
-    if out_dir is not None and info.is_main:
-        out_files.write_json(out_dir / out_files.COMPARE_FILE, result.to_dict())
-    return result
+    return CompareResult(rows, summary, results, work)
+
+
+def resume_compare(
+    root: Union[str, Path],
+    *,
+    epochs: Optional[int] = None,
+    patience: Optional[int] = None,
+    callback: Optional[TrainCallback] = None,
+) -> CompareResult:
+    """Continue a comparison (finished, or unfinished after a failure) with the settings it was started with.
+
+    Each variant continues from its ``state.pt`` (the last finished epoch); a variant that had not finished
+    an epoch, or had not started, is trained from the start.
+
+    Args:
+        root: the ``out`` of :func:`compare`.
+        epochs / patience: new values (None: the saved ones).
+        callback: progress hooks.
+
+    Returns:
+        The :class:`CompareResult`.
+
+    Raises:
+        CheckpointError: ``root`` holds no comparison, or a finished one whose variants saved no state.
+        ConfigError: invalid ``epochs``/``patience``.
+
+    Example:
+        >>> resume_compare("runs/ddp", epochs=3).summary["vs_best"]["auc"]   # doctest: +SKIP
+        0.0042
+    """
+    root = Path(root)
+    unfinished = staging.staging_dir(root)
+    if unfinished.is_dir():
+        saved = staging.read_marker(unfinished)
+    else:
+        doc = out_files.read_json(root / out_files.COMPARE_FILE)
+        saved = doc.get("config") if isinstance(doc, dict) else None
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"{root / out_files.COMPARE_FILE} records no settings (written before 0.2.0); "
+                                  "run the comparison again")
+        missing = [p.name for p in root.iterdir() if p.is_dir() and not (p / out_files.STATE_FILE).is_file()]
+        if missing:
+            raise CheckpointError(f"{root}: variants {missing} saved no state.pt (save_state=False); they cannot "
+                                  "be continued")
+    if not saved.get("train_config"):
+        raise CheckpointError(f"{unfinished}: its INCOMPLETE.json records no settings; start the comparison again")
+    cfg = TrainConfig.from_dict(saved["train_config"])
+    cfg = dataclasses.replace(cfg, epochs=epochs if epochs is not None else cfg.epochs,
+                              patience=patience if patience is not None else cfg.patience)
+    return compare(cfg, emb_lr_mults=saved.get("emb_lr_mults"), out=root, resume=True, callback=callback)
 
 
 def compare_seeds(
@@ -216,4 +298,4 @@ def compare_seeds(
     }
 
 
-__all__ = ["CompareResult", "compare", "compare_seeds", "compare_variants", "ROW_KEYS"]
+__all__ = ["CompareResult", "compare", "resume_compare", "compare_seeds", "compare_variants", "ROW_KEYS"]

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from . import outputs as out_files
+from . import staging
 from .config import TrainConfig
 from .loop import FitState
 
@@ -25,8 +26,11 @@ RESUME_KEYS = ("model", "dim", "inner_dim", "init_std", "hash_ratio", "hash_min_
 def saved_config(run_dir: Union[str, Path]) -> TrainConfig:
     """The :class:`TrainConfig` a run directory was trained with (its ``config.json``; 0.1.0 keys accepted).
 
+    An unfinished run (``<parent>/.<name>.incomplete/``, see :mod:`.staging`) is read there: its
+    ``config.json``, or the config its ``INCOMPLETE.json`` marker recorded when it failed before writing one.
+
     Args:
-        run_dir: a run directory written by ``train``.
+        run_dir: a run directory written by ``train`` (finished or not).
 
     Returns:
         The saved (resolved) :class:`TrainConfig`.
@@ -36,7 +40,15 @@ def saved_config(run_dir: Union[str, Path]) -> TrainConfig:
         ConfigError: it has no ``train_config`` (not a training run directory) or an invalid one.
     """
     run_dir = Path(run_dir)
-    saved = out_files.read_json(run_dir / out_files.CONFIG_FILE)
+    unfinished = staging.staging_dir(run_dir)
+    marker = staging.read_marker(unfinished) if unfinished.is_dir() else {}
+    if marker.get("kind") == "compare" or (not marker and (run_dir / out_files.COMPARE_FILE).is_file()):
+        raise ConfigError(f"{run_dir} holds a comparison (one run per variant); continue it with "
+                          "resume_compare (the CLI's train --resume does this)")
+    where = unfinished if unfinished.is_dir() else run_dir
+    if where == unfinished and not (where / out_files.CONFIG_FILE).is_file() and marker.get("train_config"):
+        return TrainConfig.from_dict(marker["train_config"])
+    saved = out_files.read_json(where / out_files.CONFIG_FILE)
     train_config = saved.get("train_config") if isinstance(saved, dict) else None
     if not train_config:
         raise ConfigError(

@@ -21,9 +21,10 @@ from torch import nn
 
 from .. import HashConfig, MLETConfig, compress_, wrap
 from ..data import DataSpec, DataSplits, load_dataset
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..models import build_model
 from . import outputs as out_files
+from . import staging
 from .config import TrainConfig
 from .ddp import DistInfo, barrier, resolve_device, setup, wrap_ddp
 # MAX_EMBEDDED_PREPROCESSOR_BYTES, checkpoint_extra and RESUME_KEYS are re-exported: 0.1.0 imported them from here
@@ -116,11 +117,31 @@ def prepare_model(model: nn.Module, cfg: TrainConfig) -> nn.Module:
     Raises:
         TargetingError: ``cfg.mlet_kwargs`` select no embedding table.
     """
+    hashing_report(model, cfg)
+    return model
+
+
+def hashing_report(model: nn.Module, cfg: TrainConfig) -> Optional[dict[str, Any]]:
+    """:func:`prepare_model`'s work, returning what hashing did (``metrics.json``'s ``hashing``).
+
+    Returns:
+        None without ``cfg.hash_ratio``; else ``{"ratio", "min_rows", "hashed": {name: {"rows",
+        "buckets"}}, "skipped": {name: reason}}``.
+
+    Raises:
+        TargetingError: ``cfg.mlet_kwargs`` select no table, or no table is large enough to hash (the
+            message gives each table's reason).
+    """
+    hashing = None
     if cfg.hash_ratio:
-        compress_(model, HashConfig(ratio=cfg.hash_ratio, min_rows=cfg.hash_min_rows))
+        rep = compress_(model, HashConfig(ratio=cfg.hash_ratio, min_rows=cfg.hash_min_rows))
+        hashing = {"ratio": cfg.hash_ratio, "min_rows": cfg.hash_min_rows,
+                   "hashed": {n: {"rows": int(t["original_num_embeddings"]), "buckets": int(t["num_buckets"])}
+                              for n, t in rep.items()},
+                   "skipped": dict(rep.skipped)}
     if cfg.is_mlet:
         wrap(model, MLETConfig(inner_dim=cfg.inner_dim, init_std=float(cfg.init_std), **cfg.mlet_kwargs))
-    return model
+    return hashing
 
 
 @dataclass
@@ -132,6 +153,7 @@ class _Job:
     minfo: Optional[dict[str, Any]]
     params_train: dict[str, int]
     sparse: bool
+    hashing: Optional[dict[str, Any]] = None
 
 
 def _build_job(cfg: TrainConfig, splits: DataSplits, info: DistInfo, device: torch.device,
@@ -142,22 +164,26 @@ def _build_job(cfg: TrainConfig, splits: DataSplits, info: DistInfo, device: tor
     sparse = _sparse_grads(cfg, info, device)
     model = (build_fn or build_training_model)(cfg, splits, sparse)
     minfo = model_info(model)
-    prepare_model(model, cfg)
+    hashing = hashing_report(model, cfg)
     params_train = count_parameters(model)
     model.to(device)
     optimizer = build_optimizer(model, cfg.optimizer, float(cfg.lr), cfg.emb_lr_mult)
-    return _Job(model, optimizer, minfo, params_train, sparse)
+    return _Job(model, optimizer, minfo, params_train, sparse, hashing)
 
 
 def _fit(job: _Job, cfg: TrainConfig, splits: DataSplits, info: DistInfo, device: torch.device,
-         state: Optional[FitState], callback: TrainCallback, out_dir: Optional[Path]) -> FitState:
-    """DDP-wrap (when distributed) and run the epoch loop; rank 0 saves ``state.pt`` after each epoch."""
+         state: Optional[FitState], callback: TrainCallback, out_dir: Optional[Path],
+         marker_dir: Optional[Path] = None) -> FitState:
+    """DDP-wrap (when distributed) and run the epoch loop; rank 0 saves ``state.pt`` after each epoch (and
+    notes the epochs saved in the staging marker under ``marker_dir``)."""
     train_model, grad_hook = wrap_ddp(job.model, device, info) if info.distributed else (job.model, None)
 
     def save_epoch(st: FitState) -> None:
         if out_dir is not None and cfg.save_state and info.is_main:
             out_files.save_state(out_dir / out_files.STATE_FILE, job.model.state_dict(), job.optimizer.state_dict(),
                                  st, cfg.to_dict())
+            if marker_dir is not None:
+                staging.write_marker(marker_dir, {}, epochs_done=st.epoch, epochs=cfg.epochs)
 
     train_t, val_t = TensorData.from_tabular(splits.train), TensorData.from_tabular(splits.val)
     if info.is_main:
@@ -200,15 +226,20 @@ def train(
 ) -> TrainResult:
     """Train one model, select its best validation epoch, test it, collapse MLET and save the run.
 
-    Works unchanged under ``torchrun`` (DDP; rank 0 writes, every rank returns the same result).
+    Works unchanged under ``torchrun`` (DDP; rank 0 writes, every rank returns the same result). The run
+    directory is written as ``<parent>/.<name>.incomplete/`` and renamed to ``out`` when the run is complete,
+    so a failed or killed run never leaves a half-written ``out`` (see :mod:`.staging`).
 
     Args:
         cfg: the run's :class:`TrainConfig` (``None`` fields take the paper's defaults for the model).
         splits: a ``DataSplits``; ``None`` loads ``cfg.data``.
         out: run directory (``None``: write nothing). Must be empty unless ``force`` or ``resume``.
-        force: allow writing into a non-empty ``out``.
-        resume: continue from ``out/state.pt`` (same config except ``epochs``/``patience``); see
-            :func:`resume_run` to continue from the run directory alone.
+        force: allow writing into a non-empty ``out`` (its run files are replaced) and discard an
+            unfinished run into ``out``.
+        resume: continue the run in ``out`` (finished, or unfinished after a failure) from its ``state.pt``
+            (the last finished epoch; same config except ``epochs``/``patience``), or, when the run was
+            interrupted before an epoch finished, train it again from the start. See :func:`resume_run`
+            to continue from the run directory alone.
         callback: progress hooks (rank 0 only).
         build_fn: ``(cfg, splits, sparse) -> model`` to train a custom model instead of
             ``build_model(cfg.model, ...)``; it must map ``(dense, sparse)`` to logits.
@@ -217,39 +248,85 @@ def train(
         A :class:`TrainResult`.
 
     Raises:
-        ConfigError: invalid options, non-empty ``out``, or a resume with a different config.
+        ConfigError: invalid options, non-empty ``out``, an unfinished run into ``out`` (without ``force``
+            or ``resume``), or a resume with a different config.
         NumericalError: the loss diverged, or the collapse equivalence check failed.
         DataError / CheckpointError: from the data loader or the resume state.
     """
     cfg = cfg.resolved()
     info = setup(cfg.device)
-    device = resolve_device(cfg.device, info)
     out_dir = Path(out) if out is not None else None
     if resume and out_dir is None:
         raise ConfigError("resume=True needs out= (the run directory to continue)")
-    if out_dir is not None and not resume:
-        open_run_dir(out_dir, force, info)
+    stage = None
+    if out_dir is not None:
+        marker = {"kind": "run", "train_config": cfg.to_dict()}
+        if resume:
+            _check_resumable(out_dir)
+            stage = staging.open_resume(out_dir, info, marker)
+        else:
+            stage = staging.open_new_run(out_dir, force, info, marker)
+    try:
+        result = train_in(cfg, splits, stage.work if stage else None, info, resume=resume, callback=callback,
+                          build_fn=build_fn, marker_dir=stage.work if stage else None)
+    except BaseException as exc:
+        staging.record_failure(stage, info, exc)
+        raise
+    staging.commit(stage, info)
+    result.out_dir = out_dir
+    return result
+
+
+def _check_resumable(out_dir: Path) -> None:
+    """A finished run can only be resumed from its ``state.pt`` (an unfinished one restarts without it)."""
+    if not staging.staging_dir(out_dir).is_dir() and out_dir.is_dir() and not (out_dir / out_files.STATE_FILE).is_file():
+        raise CheckpointError(f"{str(out_dir / out_files.STATE_FILE)!r} not found: the run finished without saving "
+                              "its state (save_state=False), so it cannot be continued; train it again with {force}",
+                              options={"force": True})
+
+
+def train_in(cfg: TrainConfig, splits: Any, work_dir: Optional[Path], info: DistInfo, *, resume: bool = False,
+             callback: Optional[TrainCallback] = None, build_fn: Optional[BuildFn] = None,
+             marker_dir: Optional[Path] = None) -> TrainResult:
+    """One run written straight into ``work_dir`` (created by rank 0; no staging): what :func:`train` and
+    :func:`~mlet_compress.training.compare.compare` run inside their staging directories.
+
+    Args:
+        cfg: a resolved :class:`TrainConfig`. splits: a ``DataSplits`` or None (load ``cfg.data``).
+        work_dir: where the files go (None: nothing written). info: DDP placement.
+        resume: continue from ``work_dir/state.pt`` when it exists (else train from the start).
+        callback / build_fn: as :func:`train`. marker_dir: staging directory whose marker notes the epochs saved.
+
+    Returns:
+        The :class:`TrainResult` (``out_dir`` is ``work_dir``).
+    """
+    device = resolve_device(cfg.device, info)
+    if work_dir is not None and info.is_main:
+        work_dir.mkdir(parents=True, exist_ok=True)
     splits = load_data(cfg.data) if splits is None else splits
     job = _build_job(cfg, splits, info, device, build_fn)
-    state = load_resume_state(out_dir, cfg, job.model, job.optimizer) if resume else None
+    has_state = work_dir is not None and (work_dir / out_files.STATE_FILE).is_file()
+    state = load_resume_state(work_dir, cfg, job.model, job.optimizer) if resume and has_state else None
     pre_dict = splits.preprocessor.to_dict()
-    main_dir = out_dir if info.is_main else None  # only rank 0 writes
+    main_dir = work_dir if info.is_main else None  # only rank 0 writes
     if main_dir is not None:
         _write_run_config(main_dir, cfg, job, splits, info, pre_dict)
     cb = callback or TrainCallback()
     t0 = time.perf_counter()
-    st = _fit(job, cfg, splits, info, device, state, cb, out_dir)
+    st = _fit(job, cfg, splits, info, device, state, cb, work_dir, marker_dir)
     if st.best_state is not None:
         job.model.load_state_dict(st.best_state, strict=True)
     job.model.eval()
     metrics, params_inf = evaluate_and_save(job.model, cfg, splits, st, device, main_dir, job.minfo, pre_dict)
     _add_run_totals(metrics, job.params_train, params_inf, st, time.perf_counter() - t0, len(splits.train), info)
+    if job.hashing is not None:
+        metrics["hashing"] = job.hashing
     if main_dir is not None:
         out_files.write_json(main_dir / out_files.METRICS_FILE, metrics)
     barrier(info)
     if info.is_main:
         cb.on_run_end(cfg.variant, metrics)
-    return TrainResult(cfg, metrics, job.model, out_dir, list(st.history))
+    return TrainResult(cfg, metrics, job.model, work_dir, list(st.history))
 
 
 def resume_run(
@@ -286,12 +363,13 @@ def resume_run(
 
 
 def open_run_dir(out_dir: Path, force: bool, info: DistInfo) -> None:
-    """Every rank checks ``out_dir`` (so a refusal stops all ranks, not only rank 0), then rank 0 creates it."""
+    """Every rank checks ``out_dir`` (so a refusal stops all ranks, not only rank 0), then rank 0 creates it
+    (unstaged: :func:`train` and ``compare`` stage their directories with :mod:`.staging`)."""
     out_files.check_run_dir(out_dir, force=force)
     barrier(info)
     if info.is_main:
         out_files.prepare_run_dir(out_dir, force=force)
 
 
-__all__ = ["TrainResult", "train", "resume_run", "load_data", "build_training_model", "prepare_model",
+__all__ = ["TrainResult", "train", "train_in", "resume_run", "load_data", "build_training_model", "prepare_model",
            "model_info", "checkpoint_extra", "open_run_dir", "MAX_EMBEDDED_PREPROCESSOR_BYTES", "RESUME_KEYS"]
