@@ -83,7 +83,11 @@ def compress_(model: nn.Module, config: Any, filter_fn: Optional[FilterFn] = Non
     report.skipped.update(skipped)
     for c in chosen:
         stage.check_table(c, config)
+    if stage.to_ebc is not None and any(c.ebc for c in chosen):  # TorchRec EBCs are replaced whole
+        report.tables.update(stage.to_ebc(model, [c.obj for c in chosen if c.ebc], config))
     for c in chosen:
+        if c.ebc:
+            continue
         old = c.obj.module
         done = stage.to_module(c.name, old, config)
         if done is None:
@@ -186,7 +190,8 @@ def compress_checkpoint(
             plan.tables[c.name] = table_plan
             before = sum(reader.info(k).nbytes for k in entry.tensor_keys())
             after = sum(o.nbytes for o in table_plan.outputs)
-            report.tables[c.name] = {**stats, **table_plan.entry.stages[-1].to_json(), "bytes_before": before,
+            added = table_plan.entry.stages[len(entry.stages):]  # none when a table only moves to another key
+            report.tables[c.name] = {**stats, **(added[-1].to_json() if added else {}), "bytes_before": before,
                                      "bytes_after": after, "collapsed_first": collapsed_first}
             if collapsed_first:
                 report.notes.append(f"table {c.name!r}: MLET factors collapsed before {stage.name}")
