@@ -274,3 +274,26 @@ def test_without_torchrec_the_export_is_one_clear_error(tmp_path):
     assert res.returncode == 1
     assert res.stdout.startswith("True ") and "pip install mlet-compress[torchrec]" in res.stdout
     assert res.stderr.count("\n") == 1 and res.stderr.startswith("error:") and "mlet-compress[torchrec]" in res.stderr
+
+
+def test_example_torchrec_dlrm_runs_end_to_end(tmp_path):
+    """examples/torchrec_dlrm.py in one process (DMP world size 1; the docs run it on 2 ranks with torchrun)."""
+    import os
+    import re
+    import socket
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = Path(__file__).resolve().parents[1] / "examples" / "torchrec_dlrm.py"
+    env = {**os.environ, "MASTER_PORT": str(port)}
+    res = subprocess.run([sys.executable, str(script), "--rows", "3000", "--out", str(tmp_path / "run")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    aucs = [float(x) for x in re.findall(r"test AUC, [^:]+:\s+([0-9.]+)", res.stdout)]
+    assert len(aucs) == 3 and aucs[0] == aucs[1] and abs(aucs[2] - aucs[0]) < 0.005 and aucs[0] > 0.55
+    assert "table_wise" in res.stdout  # the sharding plan
+    names = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert names == ["factors.safetensors", "model.q8row.safetensors", "model.q8row.torchrec.safetensors",
+                     "model.safetensors"]
