@@ -20,6 +20,7 @@ Needs the torchrec extra (``scripts/install-torchrec.sh``); see docs/torchrec.md
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 from pathlib import Path
 
@@ -132,11 +133,14 @@ def main() -> None:
         model = build_dlrm(splits, args.dim, args.mlet_k, args.seed)
         dmp = train_sharded(model, splits, args, rank, world)
         full = mtr.gather_state_dict(dmp)  # a collective: every rank sends its shards to rank 0
+        del dmp, model  # DMP holds the process group: free it so that destroy_process_group ends gloo's threads
+        gc.collect()  # (a gloo thread still alive at interpreter exit can abort the process: docs/torchrec.md)
         if rank == 0:
             finish(build_dlrm(splits, args.dim, args.mlet_k, args.seed), full, splits, args)
-        dist.barrier()  # leave together: a rank tearing down gloo while the other still runs can abort
+        dist.barrier()
     finally:
         dist.destroy_process_group()
+        gc.collect()
 
 
 if __name__ == "__main__":
