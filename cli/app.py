@@ -49,6 +49,7 @@ from . import stages_cmds as _stages  # noqa: E402
 from . import train as _train  # noqa: E402
 from . import eval_cmd as _eval  # noqa: E402
 from . import export_cmd as _export  # noqa: E402
+from . import export_torchrec as _export_torchrec  # noqa: E402
 
 app.command("collapse")(_collapse.collapse_cmd)
 app.command("inspect")(_inspect.inspect_cmd)
@@ -60,6 +61,7 @@ app.command("train")(_train.train_cmd)
 app.command("eval")(_eval.eval_cmd)
 app.command("export")(_export.export_cmd)
 app.command("cache")(_cache.cache_cmd)
+app.command("export-torchrec")(_export_torchrec.export_torchrec_cmd)
 # --- end of command registration -------------------------------------------------------------
 
 

@@ -70,6 +70,10 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.2f}"
+
+
 def _signed(v: Optional[float]) -> str:
     return "-" if v is None else f"{v:+.4f}"
 
@@ -90,6 +94,12 @@ def print_run(metrics: dict[str, Any], out_dir: Optional[Path]) -> None:
     ]
     for name, value in rows:
         t.add_row(name, _fmt(value))
+    mem = metrics.get("memory_bytes")
+    if mem:  # MLET's real training cost: the factors plus their optimizer state, beside the inference tables
+        t.add_row("embedding MiB, training (params + optimizer state)",
+                  f"{_mib(mem['embedding_params_training'])} + {_mib(mem['embedding_optimizer_state'])} = "
+                  f"{_mib(mem['embedding_training'])}")
+        t.add_row("embedding MiB, inference", _mib(mem["embedding_inference"]))
     out.print(t)
     print_hashing(metrics.get("hashing"))
     if out_dir is not None:
@@ -159,7 +169,7 @@ def train_cmd(
     init_std: Optional[float] = typer.Option(None, "--init-std", help="MLET projection init std (paper: 0.25 DLRM, 0.5 others)."),
     hash_ratio: Optional[float] = typer.Option(None, "--hash-ratio", help="Hash tables of >= --hash-min-rows rows to this fraction of their rows (the run says which and why)."),
     hash_min_rows: int = typer.Option(1000, "--hash-min-rows", min=1, help="Smallest table --hash-ratio hashes."),
-    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd or adagrad (paper: SGD for DLRM, Adagrad others)."),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd, adagrad or rowwise_adagrad (one accumulator per table row; paper: SGD for DLRM, Adagrad others)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (paper: 0.2 SGD, 0.02 Adagrad)."),
     emb_lr_mult: float = typer.Option(1.0, "--emb-lr-mult", help="Learning-rate multiplier of the embedding parameters."),
     batch_size: int = typer.Option(128, "--batch-size", min=1, help="Global mini-batch size."),

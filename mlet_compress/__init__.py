@@ -23,6 +23,7 @@ from .checkpoint import Checkpoint, describe_model, load_checkpoint, save_checkp
 from .config import CollapseConfig, HashConfig, LowRankConfig, MLETConfig, QuantConfig
 from .errors import CheckpointError, ConfigError, DataError, MLETError, NumericalError, TargetingError
 from .inspection import inspect_checkpoint
+from .integrations import to_torchrec_quant
 from .layers.hashed import HashedEmbedding, HashedEmbeddingBag
 from .layers.lowrank import LowRankEmbedding, LowRankEmbeddingBag
 from .layers.mlet import MLETEmbedding, MLETEmbeddingBag
@@ -42,7 +43,7 @@ __all__ = [
     "save_checkpoint", "load_checkpoint", "Checkpoint", "describe_model", "inspect_checkpoint", "inspect_state_dict",
     "convert_checkpoint", "ConvertReport", "evaluate_checkpoint", "benchmark_checkpoint",
     "TableEntry", "CheckpointHeader", "StageRecord",
-    "reconstruct", "load_lookup_modules", "load_model_state",
+    "reconstruct", "load_lookup_modules", "load_model_state", "to_torchrec_quant",
     "MLETEmbedding", "MLETEmbeddingBag", "HashedEmbedding", "HashedEmbeddingBag",
     "LowRankEmbedding", "LowRankEmbeddingBag", "QuantizedEmbedding", "QuantizedEmbeddingBag",
     "MLETError", "ConfigError", "TargetingError", "CheckpointError", "NumericalError", "DataError",

@@ -19,6 +19,7 @@ from torch import nn
 from ._version import __version__
 from .atomic import atomic_path
 from .errors import CheckpointError
+from .integrations import ebc_tables
 from .safetensors_io import TensorInfo, dtype_name, read_header
 from .schema import META_KEY, SCHEMA_VERSION, CheckpointHeader, Factor, TableEntry
 from .table_modules import entry_from_module
@@ -27,10 +28,18 @@ PRODUCER = f"mlet-compress {__version__}"
 
 
 def describe_model(model: nn.Module) -> dict[str, TableEntry]:
-    """The entries of every embedding table in ``model`` (aliases recorded once, under the first name)."""
+    """The entries of every embedding table in ``model`` (aliases recorded once, under the first name).
+
+    The tables of TorchRec ``EmbeddingBagCollection`` s (plain or MLET) are described per EBC table, named
+    ``<ebc path>.embedding_bags.<table>`` (:mod:`~mlet_compress.integrations.ebc_tables`).
+    """
+    ebcs = ebc_tables.find_ebc_tables(model)
+    owned = ebc_tables.owned_module_ids(ebcs)
     seen: dict[int, str] = {}
-    tables: dict[str, TableEntry] = {}
+    tables: dict[str, TableEntry] = {t.name: ebc_tables.table_entry(t) for t in ebcs}
     for name, mod in model.named_modules(remove_duplicate=False):
+        if id(mod) in owned:
+            continue
         if id(mod) in seen:
             first = seen[id(mod)]
             if first in tables:

@@ -10,6 +10,7 @@ from torch import nn
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .errors import CheckpointError
+from .integrations import ebc_tables
 from .layers.lowrank import LowRankEmbedding, LowRankEmbeddingBag
 from .layers.mlet import MLETEmbedding, MLETEmbeddingBag
 from .layers.quantized import QuantizedEmbedding, QuantizedEmbeddingBag
@@ -60,12 +61,21 @@ def load_model_state(model: nn.Module, src: Union[str, Path, Checkpoint], *, str
     """Load a checkpoint of any kind into ``model``: swap in the lookup module of each compressed table
     (low-rank, quantized, hashed, MLET), then load the state dict (``strict`` by default).
 
+    TorchRec ``EmbeddingBagCollection`` tables: plain and collapsed checkpoints load as they are; MLET
+    checkpoints load into the MLET-wrapped model, and a plain EBC holding MLET tables is wrapped first
+    (same k). A TorchRec EBC holds float tables only, so low-rank and quantized entries for its tables are
+    refused: serve quantized tables with ``to_torchrec_quant`` instead.
+
     Raises:
-        CheckpointError: a checkpoint table has no module of that name in the model.
+        CheckpointError: a checkpoint table has no module of that name in the model, or a compressed
+            table for a TorchRec EBC.
     """
     ck = _as_checkpoint(src)
+    handled = ebc_tables.prepare_load(model, ck.tables)
     modules = dict(model.named_modules(remove_duplicate=False))
     for name, entry in ck.tables.items():
+        if name in handled:
+            continue
         if name not in modules:
             raise CheckpointError(f"checkpoint table {name!r} has no module of that name in {type(model).__name__}")
         current = modules[name]

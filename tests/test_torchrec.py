@@ -1,5 +1,6 @@
 """TorchRec engine: MLET-EBC numerics, DLRM, collapse, 2-rank DMP on CPU, FBGEMM quantized export."""
 
+import gc
 import json
 import os
 import socket
@@ -253,9 +254,12 @@ def _dmp_worker(rank, world, port, out):
                            "losses": _train(dmp, None, [proj], rank * B, (rank + 1) * B, cfgs)}
         with open(f"{out}.{rank}", "w") as f:
             json.dump(results, f)
+        del dmp, model, proj
+        gc.collect()  # the DMP modules hold the process group: free them so destroy_process_group ends its threads
         dist.barrier()
     finally:
         dist.destroy_process_group()
+        gc.collect()
 
 
 def _single_process_losses(optimizer):

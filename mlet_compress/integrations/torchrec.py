@@ -7,8 +7,12 @@
   — whole-model helpers with per-table ``select(table)`` and k lookups (:mod:`.torchrec_model`).
 * :func:`shard_model`, :func:`ebc_sharder`, :func:`gather_state_dict` — ``DistributedModelParallel`` with the
   stock sharder and a fused row-wise Adagrad, and the unsharded state back for collapse (:mod:`.torchrec_shard`).
-* :func:`to_torchrec_quant` — our quantized tables as a ``torchrec.quant.EmbeddingBagCollection`` in FBGEMM's
-  fused row layout (:mod:`.torchrec_quant`).
+* :func:`to_torchrec_quant` — a quantized checkpoint's tables (or :class:`QuantTable` s) as a
+  ``torchrec.quant.EmbeddingBagCollection`` in FBGEMM's fused row layout (:mod:`.torchrec_quant`);
+  :func:`export_torchrec_quant` / :func:`load_torchrec_quant` write it to a file and rebuild it
+  (:mod:`.torchrec_export`, the ``export-torchrec`` command).
+* ``mc.wrap`` / ``mc.collapse`` / ``mc.save_checkpoint`` / ``mc.load_model_state`` handle EBCs anywhere in a
+  model through :mod:`.ebc_tables` (no import of this module needed).
 
 State-dict keys (``<p>`` = the module's prefix, e.g. ``sparse_arch.embedding_bag_collection.``):
 
@@ -31,13 +35,15 @@ from .torchrec_ebc import (INSTALL_HINT, EmbeddingBagCollection, EmbeddingBagCon
                            MLETEmbeddingBagCollection, PoolingType, TorchRecUnavailableError, collapse_ebc,
                            factor_from_weight, resolve_inner_dim, wrap_ebc)
 from .torchrec_model import collapse_ebcs_, describe_tables, find_ebcs, replace_ebc, wrap_ebcs_
-from .torchrec_quant import QuantEmbeddingBagCollection, QuantTable, fbgemm_rows, fp16_scale_error, to_torchrec_quant
+from .torchrec_export import ExportResult, export_torchrec_quant, load_torchrec_quant, to_torchrec_quant
+from .torchrec_quant import QuantEmbeddingBagCollection, QuantTable, fbgemm_rows, fp16_scale_error
 from .torchrec_shard import OPTIMIZERS, ebc_sharder, gather_state_dict, shard_model, sharding_constraints
 
 __all__ = [
     "INSTALL_HINT", "TorchRecUnavailableError", "MLETEmbeddingBagCollection", "wrap_ebc", "collapse_ebc",
     "factor_from_weight", "resolve_inner_dim", "find_ebcs", "replace_ebc", "wrap_ebcs_", "collapse_ebcs_",
-    "describe_tables", "QuantTable", "fbgemm_rows", "fp16_scale_error", "to_torchrec_quant", "OPTIMIZERS",
+    "describe_tables", "QuantTable", "fbgemm_rows", "fp16_scale_error", "to_torchrec_quant", "export_torchrec_quant",
+    "load_torchrec_quant", "ExportResult", "OPTIMIZERS",
     "ebc_sharder", "sharding_constraints", "shard_model", "gather_state_dict",
     # torchrec types, re-exported for convenience
     "EmbeddingBagCollection", "EmbeddingBagConfig", "PoolingType", "KeyedJaggedTensor", "KeyedTensor",

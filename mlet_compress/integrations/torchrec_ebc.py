@@ -265,7 +265,8 @@ def factor_from_weight(weight: Tensor, inner_dim: int, init_std: float = 0.25,
 
 
 def wrap_ebc(ebc: EmbeddingBagCollection, inner_dim: int = 64, inner_dims: InnerDims = None, init_std: float = 0.25,
-             seed: Optional[int] = None, preserve_function: bool = False, select: Select = None) -> MLETEmbeddingBagCollection:
+             seed: Optional[int] = None, preserve_function: bool = False, select: Select = None, *,
+             table_std: Optional[float] = None) -> MLETEmbeddingBagCollection:
     """A new :class:`MLETEmbeddingBagCollection` replacing ``ebc`` (same configs, device, ``is_weighted``).
 
     MLET tables start from N(0, σ²) with σ the std of the replaced table (or, with ``preserve_function``,
@@ -275,6 +276,7 @@ def wrap_ebc(ebc: EmbeddingBagCollection, inner_dim: int = 64, inner_dims: Inner
         ebc: a plain ``torchrec.EmbeddingBagCollection``. inner_dim / inner_dims / select: see
             :func:`resolve_inner_dim`. init_std: projection std. seed: reproducible init.
         preserve_function: start from ``T @ P.T == W`` (needs k ≥ d).
+        table_std: std of every inner table's Gaussian init (default: each replaced table's own std).
 
     Returns:
         The new module (``ebc`` is left unchanged).
@@ -295,7 +297,8 @@ def wrap_ebc(ebc: EmbeddingBagCollection, inner_dim: int = 64, inner_dims: Inner
     stds = {t: float(w.detach().float().std()) for t, w in weights.items() if not w.is_meta and w.numel() > 1}
     stds = {t: s for t, s in stds.items() if s > 0 and math.isfinite(s)}
     new = MLETEmbeddingBagCollection(ebc.embedding_bag_configs(), inner_dim, inner_dims, is_weighted=ebc.is_weighted(),
-                                     device=ebc.device, init_std=init_std, table_std=stds, seed=seed, select=select)
+                                     device=ebc.device, init_std=init_std, seed=seed, select=select,
+                                     table_std=stds if table_std is None else table_std)
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     with torch.no_grad():
         for t, k in new.inner_dims.items():

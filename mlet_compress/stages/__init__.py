@@ -83,9 +83,12 @@ def compress_(model: nn.Module, config: Any, filter_fn: Optional[FilterFn] = Non
     report.skipped.update(skipped)
     for c in chosen:
         stage.check_table(c, config)
-    done_all = [(c, stage.to_module(c.name, c.obj.module, config)) for c in chosen]
+    has_ebc = any(c.ebc for c in chosen)
+    if stage.to_ebc is not None and has_ebc:  # TorchRec EBCs are replaced whole
+        report.tables.update(stage.to_ebc(model, [c.obj for c in chosen if c.ebc], config))
+    done_all = [(c, stage.to_module(c.name, c.obj.module, config)) for c in chosen if not c.ebc]
     report.skipped.update({c.name: d.reason for c, d in done_all if isinstance(d, Skipped)})
-    if done_all and all(isinstance(d, Skipped) for _, d in done_all):
+    if done_all and not has_ebc and all(isinstance(d, Skipped) for _, d in done_all):
         raise nothing_left(stage, report.skipped)
     for c, done in done_all:
         old = c.obj.module
@@ -193,7 +196,8 @@ def compress_checkpoint(
             plan.tables[c.name] = table_plan
             before = sum(reader.info(k).nbytes for k in entry.tensor_keys())
             after = sum(o.nbytes for o in table_plan.outputs)
-            report.tables[c.name] = {**stats, **table_plan.entry.stages[-1].to_json(), "bytes_before": before,
+            added = table_plan.entry.stages[len(entry.stages):]  # none when a table only moves to another key
+            report.tables[c.name] = {**stats, **(added[-1].to_json() if added else {}), "bytes_before": before,
                                      "bytes_after": after, "collapsed_first": collapsed_first}
             if collapsed_first:
                 report.notes.append(f"table {c.name!r}: MLET factors collapsed before {stage.name}")

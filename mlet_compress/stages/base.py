@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 from ..errors import ConfigError, TargetingError
+from ..integrations import ebc_tables
 from ..schema import StageRecord
 from ..table_modules import TABLE_KINDS, table_kind
 from ..targeting import find_modules, name_matches
@@ -57,7 +58,11 @@ class Skipped:
 
 @dataclass
 class Candidate:
-    """One table as selection sees it, whether a module of a model or an entry of a file."""
+    """One table as selection sees it, whether a module of a model or an entry of a file.
+
+    ``obj`` is a :class:`~mlet_compress.targeting.Found` module, a :class:`~mlet_compress.schema.TableEntry`,
+    or (``ebc=True``) an :class:`~mlet_compress.integrations.ebc_tables.EBCTable` of a TorchRec model.
+    """
 
     names: list[str]
     kind: str
@@ -65,6 +70,7 @@ class Candidate:
     rows: int
     dim: int
     obj: Any
+    ebc: bool = False
 
     @property
     def name(self) -> str:
@@ -87,6 +93,8 @@ class Stage:
         check_table: ``(candidate, config) -> None``: per-table parameter checks (raise ConfigError).
         suffix: ``config -> str``: the default output name infix (``model.<suffix>.safetensors``).
         file_refusal: why the stage does not apply to checkpoints (when ``plan_file`` is None).
+        to_ebc: ``(model, [EBCTable], config) -> {name: stats}``: the handler of the tables of TorchRec
+            EmbeddingBagCollections in a model (whole EBCs are replaced); None: such tables are refused.
     """
 
     name: str
@@ -99,6 +107,7 @@ class Stage:
     check_table: Callable[[Candidate, Any], None] = lambda c, cfg: None
     suffix: Callable[[Any], str] = lambda cfg: "out"
     file_refusal: str = ""
+    to_ebc: Optional[Callable[[Any, list, Any], dict]] = None
 
 
 _REGISTRY: dict[type, Stage] = {}
@@ -185,6 +194,8 @@ def select_tables(stage: Stage, candidates: list[Candidate], config: Any, extra:
             skipped[c.name] = reason
             continue
         try:
+            if c.ebc and stage.to_ebc is None:
+                raise TargetingError(f"cannot apply {stage.name} to {c.name!r}: the table {ebc_tables.REFUSAL}")
             check_order(stage, c.name, c.kind, c.hashed, in_file=in_file)
         except TargetingError as exc:
             if explicit:
@@ -207,13 +218,18 @@ def select_tables(stage: Stage, candidates: list[Candidate], config: Any, extra:
 
 
 def model_candidates(model: Any) -> list[Candidate]:
-    """Every embedding table of ``model`` (aliases found once) as a selection :class:`Candidate`."""
+    """Every embedding table of ``model`` (aliases found once) as a selection :class:`Candidate`; the tables of
+    TorchRec EBCs once each, by their EBC table (not as the ``nn.EmbeddingBag`` s inside the EBC)."""
+    ebcs = ebc_tables.find_ebc_tables(model)
+    owned = ebc_tables.owned_module_ids(ebcs)
     out = []
     for f in find_modules(model, TABLE_KINDS):
         m = f.module
+        if id(m) in owned:
+            continue
         out.append(Candidate(f.names, table_kind(m), getattr(m, "num_buckets", None) is not None,
                              int(m.num_embeddings), int(m.embedding_dim), f))
-    return out
+    return out + [Candidate([t.name], t.kind, False, t.rows, t.dim, t, ebc=True) for t in ebcs]
 
 
 class CompressReport(Mapping):

@@ -7,10 +7,16 @@
   :func:`collapsed_module` (restores the replaced module's class and options; ``collapse(model)`` in the
   package runs it on every MLET module); file plan
   :func:`_collapse_plan` (streams row chunks of ``table @ proj.T``).
+
+Tables of TorchRec ``EmbeddingBagCollection`` s take the same verbs through
+:mod:`mlet_compress.integrations.ebc_tables` (``to_ebc``): wrap swaps each EBC holding selected tables for an
+``MLETEmbeddingBagCollection``, collapse swaps it back for a plain EBC of the product tables; in files a
+TorchRec MLET entry collapses like any other and its single-layer siblings move to the original EBC key.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Optional
 
 import torch
@@ -18,13 +24,14 @@ from torch import nn
 
 from ..config import CollapseConfig, MLETConfig
 from ..errors import ConfigError, NumericalError, TargetingError
+from ..integrations import ebc_tables
 from ..layers._base import module_options, refuse_max_norm
 from ..layers.hashed import HashedEmbedding, HashedEmbeddingBag
 from ..layers.mlet import MLETEmbedding, MLETEmbeddingBag, ModuleOrigin
 from ..ops.collapse import check_finite, collapse_rows
 from ..schema import Factor, StageRecord, TableEntry, table_key
 from ..safetensors_io import dtype_name
-from ..streaming import OutTensor, RowReader, TablePlan
+from ..streaming import OutTensor, RowReader, TablePlan, copy_chunks
 from ..table_modules import MLET_KINDS, PLAIN_KINDS, set_stage_chain, stage_chain
 from ..targeting import find_modules, lookup_by_name, replace_module
 from .base import Candidate, OrderRule, Stage, model_candidates, register, select_tables
@@ -83,7 +90,9 @@ def wrap(model: nn.Module, config: Optional[MLETConfig] = None) -> nn.Module:
 
     Args:
         model: any ``nn.Module``; ``nn.Embedding`` / ``nn.EmbeddingBag`` modules anywhere inside it
-            (nested, in ``ModuleDict``s, aliased) are candidates.
+            (nested, in ``ModuleDict``s, aliased) are candidates, and so are the tables of TorchRec
+            ``EmbeddingBagCollection`` s, named ``<ebc path>.embedding_bags.<table>`` (each EBC holding a
+            selected table becomes an ``MLETEmbeddingBagCollection``; see :mod:`~mlet_compress.integrations.ebc_tables`).
         config: :class:`MLETConfig` (targets, inner dims, init). Default: ``MLETConfig()``.
 
     Returns:
@@ -100,9 +109,10 @@ def wrap(model: nn.Module, config: Optional[MLETConfig] = None) -> nn.Module:
         32
     """
     cfg = config or MLETConfig()
-    if find_modules(model, MLET_KINDS):
+    if find_modules(model, MLET_KINDS) or any(t.in_mlet_ebc for t in ebc_tables.find_ebc_tables(model)):
         raise TargetingError("model is already MLET-wrapped; collapse(model) first or wrap the original model")
-    chosen = [c.obj for c in select_tables(STAGE, model_candidates(model), cfg, in_file=False)[0]]
+    candidates = select_tables(STAGE, model_candidates(model), cfg, in_file=False)[0]
+    chosen = [c.obj for c in candidates if not c.ebc]
     for f in chosen:
         _refuse_unsupported(f.name, f.module)
     record: dict[str, dict] = {}
@@ -115,6 +125,7 @@ def wrap(model: nn.Module, config: Optional[MLETConfig] = None) -> nn.Module:
         replace_module(model, f.names, new)
         record[f.name] = {"aliases": f.names[1:], "num_embeddings": new.num_embeddings,
                           "embedding_dim": new.embedding_dim, "inner_dim": k}
+    record.update(ebc_tables.wrap_tables(model, [c.obj for c in candidates if c.ebc], cfg, first_index=len(chosen)))
     model.mlet_wrapped = record  # type: ignore[attr-defined]
     if any(getattr(f.module, "sparse", False) for f in chosen):
         explicit_sparse_checks()
@@ -179,7 +190,19 @@ def _collapse_one(name: str, mod: nn.Module, cfg: CollapseConfig) -> tuple[nn.Mo
     return plain, StageRecord.make("collapse")
 
 
+def _move_plan(entry: TableEntry, reader: RowReader) -> tuple[TablePlan, dict]:
+    """A single-layer table of a TorchRec MLET-EBC: its rows move to ``<name>.weight``, the original EBC's key."""
+    old, new_key = entry.factors["weight"].key, table_key(entry.name, "weight")
+    info = reader.info(old)
+    new = dataclasses.replace(entry, factors={"weight": dataclasses.replace(entry.factors["weight"], key=new_key)})
+    out = OutTensor(new_key, info.dtype, tuple(info.shape), copy_chunks(reader, old))
+    return TablePlan([old], [out], new), {"rows": entry.num_embeddings, "dim": entry.embedding_dim, "stage": "collapse",
+                                          "moved_from": old}
+
+
 def _collapse_plan(entry: TableEntry, reader: RowReader, cfg: CollapseConfig) -> tuple[TablePlan, dict]:
+    if entry.kind == "plain":
+        return _move_plan(entry, reader)
     name = entry.name
     tkey, pkey = entry.factors["table"].key, entry.factors["proj"].key
     proj = reader.full(pkey)
@@ -203,7 +226,13 @@ def _collapse_plan(entry: TableEntry, reader: RowReader, cfg: CollapseConfig) ->
 
 
 def _not_mlet(c: Candidate, cfg: Any) -> Optional[str]:
-    return None if c.kind == "mlet" else f"holds no MLET factors (it is {c.kind}); nothing to collapse"
+    if c.kind == "mlet":
+        return None
+    if c.ebc and c.obj.in_mlet_ebc:  # single-layer in an MLET-EBC: collapse gives it the original EBC's key
+        return None
+    if isinstance(c.obj, TableEntry) and ebc_tables.moves_on_collapse(c.obj):
+        return None
+    return f"holds no MLET factors (it is {c.kind}); nothing to collapse"
 
 
 def _too_narrow(c: Candidate, cfg: MLETConfig) -> Optional[str]:
@@ -212,6 +241,7 @@ def _too_narrow(c: Candidate, cfg: MLETConfig) -> Optional[str]:
 
 STAGE = register(Stage(
     name="mlet", config=MLETConfig, op=MLETEmbedding, to_module=lambda name, mod, cfg: None, skip_reason=_too_narrow,
+    to_ebc=ebc_tables.wrap_tables,
     order=OrderRule(refuse={
         "mlet": "is already MLET-wrapped; collapse(model) first",
         "lowrank": "is low-rank; MLET trains a table before compression (wrap the original model)",
@@ -222,6 +252,7 @@ STAGE = register(Stage(
 register(Stage(
     name="collapse", config=CollapseConfig, op=collapse_rows, to_module=_collapse_one, plan_file=_collapse_plan,
     order=OrderRule(), skip_reason=_not_mlet, suffix=lambda cfg: "collapsed",
+    to_ebc=lambda model, tables, cfg: ebc_tables.collapse_tables(model, tables, cfg.check),
 ))
 
 __all__ = ["wrap", "collapsed_module"]

@@ -16,7 +16,7 @@ from ..data.spec import DataSpec
 from ..errors import ConfigError
 from ..models import default_optimizer
 
-OPTIMIZERS = ("sgd", "adagrad")
+OPTIMIZERS = ("sgd", "adagrad", "rowwise_adagrad")
 SELECT = ("auc", "logloss")
 
 
@@ -40,7 +40,8 @@ class TrainConfig:
         init_std: std of MLET's Gaussian projection (paper: 0.25 DLRM, 0.5 others).
         hash_ratio: hash tables of >= ``hash_min_rows`` rows to this fraction of their rows (training-time).
         hash_min_rows: smallest table that is hashed.
-        optimizer: ``sgd`` or ``adagrad`` (paper: SGD for DLRM, Adagrad for the others).
+        optimizer: ``sgd``, ``adagrad`` or ``rowwise_adagrad`` (paper: SGD for DLRM, Adagrad for the others;
+            ``rowwise_adagrad``: one Adagrad accumulator per table row, see ``training.optim.RowWiseAdagrad``).
         lr: learning rate (paper: 0.2 SGD / 0.02 Adagrad).
         emb_lr_mult: learning-rate multiplier of the embedding parameters (tables, and MLET's
             table + projection) relative to the rest of the model.

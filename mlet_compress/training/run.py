@@ -30,7 +30,7 @@ from .ddp import DistInfo, barrier, resolve_device, setup, wrap_ddp
 # MAX_EMBEDDED_PREPROCESSOR_BYTES, checkpoint_extra and RESUME_KEYS are re-exported: 0.1.0 imported them from here
 from .finalize import MAX_EMBEDDED_PREPROCESSOR_BYTES, checkpoint_extra, evaluate_and_save, model_info
 from .loop import FitHooks, FitState, LoopSettings, TrainCallback, fit, steps_per_epoch
-from .optim import build_optimizer, count_parameters, optimizer_supports_sparse
+from .optim import build_optimizer, count_parameters, memory_bytes, optimizer_supports_sparse
 from .predict import TensorData
 from .resume import RESUME_KEYS, load_resume_state, saved_config
 
@@ -205,11 +205,19 @@ def _write_run_config(out_dir: Path, cfg: TrainConfig, job: _Job, splits: DataSp
 
 
 def _add_run_totals(metrics: dict[str, Any], params_train: dict[str, int], params_inf: dict[str, int],
-                    st: FitState, seconds: float, train_rows: int, info: DistInfo) -> None:
-    """Add ``params`` (training vs inference counts) and the run totals to the test metrics."""
+                    mem_train: dict[str, int], mem_inf: dict[str, int], st: FitState, seconds: float, train_rows: int,
+                    info: DistInfo) -> None:
+    """Add ``params`` (training vs inference counts), ``memory_bytes`` (embedding parameters and their optimizer
+    state while training, per rank, vs the inference tables; :func:`~.optim.memory_bytes`) and the run totals."""
     metrics["params"] = {
         "embedding_training": params_train["embedding"], "embedding_inference": params_inf["embedding"],
         "total_training": params_train["total"], "total_inference": params_inf["total"],
+    }
+    metrics["memory_bytes"] = {
+        "embedding_params_training": mem_train["embedding_params"],
+        "embedding_optimizer_state": mem_train["embedding_optimizer_state"],
+        "embedding_training": mem_train["embedding_params"] + mem_train["embedding_optimizer_state"],
+        "embedding_inference": mem_inf["embedding_params"],
     }
     metrics.update(train_seconds=seconds, train_rows=train_rows, world_size=info.world_size, history=st.history)
 
@@ -317,8 +325,10 @@ def train_in(cfg: TrainConfig, splits: Any, work_dir: Optional[Path], info: Dist
     if st.best_state is not None:
         job.model.load_state_dict(st.best_state, strict=True)
     job.model.eval()
+    mem_train = memory_bytes(job.model, job.optimizer)  # before collapse: the factors and their optimizer state
     metrics, params_inf = evaluate_and_save(job.model, cfg, splits, st, device, main_dir, job.minfo, pre_dict)
-    _add_run_totals(metrics, job.params_train, params_inf, st, time.perf_counter() - t0, len(splits.train), info)
+    _add_run_totals(metrics, job.params_train, params_inf, mem_train, memory_bytes(job.model), st,
+                    time.perf_counter() - t0, len(splits.train), info)
     if job.hashing is not None:
         metrics["hashing"] = job.hashing
     if main_dir is not None:
