@@ -84,6 +84,7 @@ def print_run(metrics: dict[str, Any], out_dir: Optional[Path]) -> None:
         ("Set B PR-AUC (least frequent 10%)", metrics["set_b"].get("pr_auc")),
         (f"val {'AUC' if metrics['select'] == 'auc' else 'LogLoss'} (selected epoch {metrics['selected_epoch']}/{metrics['epochs_run']})",
          metrics["val"].get(metrics["select"])),
+        *_calibration_rows(metrics.get("calibration")),
         ("embedding params, training", metrics["params"]["embedding_training"]),
         ("embedding params, inference", metrics["params"]["embedding_inference"]),
     ]
@@ -92,6 +93,14 @@ def print_run(metrics: dict[str, Any], out_dir: Optional[Path]) -> None:
     out.print(t)
     if out_dir is not None:
         err.print(f"wrote {out_dir}/ (model.safetensors, metrics.json, config.json)")
+
+
+def _calibration_rows(cal: Optional[dict[str, Any]]) -> list[tuple[str, Any]]:
+    """Rows of the calibrated LogLoss (``--calibrate``), empty without calibration."""
+    if not cal:
+        return []
+    return [(f"test LogLoss calibrated (T={cal['temperature']:.3f} fitted on val)", cal["test_logloss"]),
+            ("val LogLoss raw -> calibrated", f"{cal['val_logloss_raw']:.4f} -> {cal['val_logloss']:.4f}")]
 
 
 def print_compare(res: Any) -> None:
@@ -151,6 +160,7 @@ def train_cmd(
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Maximum epochs (default 1, the paper's)."),
     patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Early-stop after P epochs without val improvement (default 2)."),
     select: str = typer.Option("auc", "--select", help="Validation metric that selects the epoch: auc or logloss."),
+    calibrate: bool = typer.Option(False, "--calibrate", help="Fit one temperature on validation (stored; eval applies it)."),
     seed: int = typer.Option(0, "--seed", help="Training seed."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>)."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty --out."),
@@ -197,7 +207,7 @@ def train_cmd(
         cfg = TrainConfig(
             model=model.lower(), dim=dim, inner_dim=mlet_k, init_std=init_std, hash_ratio=hash_ratio,
             optimizer=optimizer.lower() if optimizer else None, lr=lr, emb_lr_mult=emb_lr_mult, batch_size=batch_size,
-            epochs=epochs or 1, patience=patience if patience is not None else 2, select=select, seed=seed,
+            epochs=epochs or 1, patience=patience if patience is not None else 2, select=select, calibrate=calibrate, seed=seed,
             keep_factors=keep_factors, max_steps_per_epoch=max_steps, device=device, data=spec,
         )
         target = out_dir or default_run_dir()
