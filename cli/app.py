@@ -34,6 +34,7 @@ from . import inspect_cmd as _inspect  # noqa: E402
 from . import stages_cmds as _stages  # noqa: E402
 from . import train as _train  # noqa: E402
 from . import eval_cmd as _eval  # noqa: E402
+from . import sweep as _sweep  # noqa: E402
 
 app.command("collapse")(_collapse.collapse_cmd)
 app.command("inspect")(_inspect.inspect_cmd)
@@ -43,6 +44,7 @@ app.command("quantize")(_stages.quantize_cmd)
 app.command("benchmark")(_benchmark.benchmark_cmd)
 app.command("train")(_train.train_cmd)
 app.command("eval")(_eval.eval_cmd)
+app.command("sweep")(_sweep.sweep_cmd)
 # --- end of command registration -------------------------------------------------------------
 
 
