@@ -35,6 +35,7 @@ from . import stages_cmds as _stages  # noqa: E402
 from . import train as _train  # noqa: E402
 from . import eval_cmd as _eval  # noqa: E402
 from . import sweep as _sweep  # noqa: E402
+from . import diagnose as _diagnose  # noqa: E402
 
 app.command("collapse")(_collapse.collapse_cmd)
 app.command("inspect")(_inspect.inspect_cmd)
@@ -45,6 +46,7 @@ app.command("benchmark")(_benchmark.benchmark_cmd)
 app.command("train")(_train.train_cmd)
 app.command("eval")(_eval.eval_cmd)
 app.command("sweep")(_sweep.sweep_cmd)
+app.command("diagnose")(_diagnose.diagnose_cmd)
 # --- end of command registration -------------------------------------------------------------
 
 
