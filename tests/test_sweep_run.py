@@ -90,6 +90,18 @@ def test_refused_stage_is_recorded_not_fatal(tmp_path, splits):
     assert "rank 8 exceeds" in rows[1]["error"] and rows[1]["auc"] is None
 
 
+def test_a_diverging_cell_is_recorded_and_never_picked(tmp_path, splits, monkeypatch):
+    def diverge(*a, **kw):
+        raise mc.NumericalError("training loss became nan at epoch 1 (steps 1-10); lower {lr}", options={"lr": ...})
+
+    monkeypatch.setattr(sweep_eval, "train", diverge)
+    rows = sweep_eval.run_cell(_cfg().cells()[1], _cfg(), splits, tmp_path / "w")
+    assert [r["stage"] for r in rows] == ["none", "q8", "svd:rank=1"]
+    assert all(r["error"].startswith("training diverged: training loss became nan") and r["auc"] is None
+               and r["val_score"] is None for r in rows)
+    assert not any(r["best_on_val"] for r in sweep_eval.mark_tuned_picks(rows, "auc"))
+
+
 class _Crash(SweepCallback):
     def __init__(self, after):
         self.after, self.done = after, 0

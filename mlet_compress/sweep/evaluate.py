@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .. import compress_checkpoint, load_checkpoint
-from ..errors import ConfigError, TargetingError
+from ..errors import ConfigError, NumericalError, TargetingError
 from ..inspection import inspect_checkpoint
 from ..training.evaluate import checkpoint_metrics
 from ..training.outputs import MODEL_FILE
@@ -68,7 +68,8 @@ def run_cell(cell: Cell, sweep: SweepConfig, splits: Any, work: Path) -> list[di
     """Train ``cell`` in ``work`` and return one row per stage (``none`` first), keys :data:`ROW_KEYS`.
 
     A stage the cell's tables refuse (e.g. ``svd:rank=8`` on d = 4) gives a row with ``error`` set and no
-    metrics; the other stages are still measured.
+    metrics; the other stages are still measured. A cell whose training diverges (``NumericalError``) gives
+    rows with ``error`` set and no validation score (it is never a tuned pick).
 
     Args:
         cell: the cell.
@@ -80,21 +81,26 @@ def run_cell(cell: Cell, sweep: SweepConfig, splits: Any, work: Path) -> list[di
         The cell's rows (``best_on_val`` is filled in later, across the cells of its group).
 
     Raises:
-        NumericalError / ConfigError / DataError: from training (a failed cell stops the sweep).
+        ConfigError / DataError: from training (a bad option or bad data stops the sweep).
     """
     cfg = cell.train_config(sweep)
-    t0 = time.perf_counter()
-    res = train(cfg, splits, out=work / "run", force=True)
-    train_seconds = time.perf_counter() - t0
-    m = res.metrics
-    val = m.get("val") or {}
-    common = {
+    common: dict[str, Any] = {
         "model": cell.model, "variant": cell.variant, "role": cell.role, "arm": cell.arm, "dim": cell.dim,
         "k": cell.k, "emb_lr_mult": cell.emb_lr_mult, "hash_ratio": cell.hash_ratio, "seed": cell.seed,
-        "best_on_val": None, "val_auc": val.get("auc"), "val_logloss": val.get("logloss"),
-        "val_score": val.get(sweep.select), "selected_epoch": m["selected_epoch"], "epochs_run": m["epochs_run"],
-        "train_seconds": train_seconds,
+        "best_on_val": None,
     }
+    t0 = time.perf_counter()
+    try:
+        res = train(cfg, splits, out=work / "run", force=True)
+    except NumericalError as exc:  # a diverging setting (e.g. a high lr multiplier) is a result, not a crash
+        error = "training diverged: " + str(exc).splitlines()[0]
+        return [{k: {**common, "stage": stage, "error": error, "train_seconds": time.perf_counter() - t0,
+                     "eval_seconds": 0.0}.get(k) for k in ROW_KEYS} for stage in (NO_STAGE, *sweep.stages)]
+    m = res.metrics
+    val = m.get("val") or {}
+    common.update(val_auc=val.get("auc"), val_logloss=val.get("logloss"), val_score=val.get(sweep.select),
+                  selected_epoch=m["selected_epoch"], epochs_run=m["epochs_run"],
+                  train_seconds=time.perf_counter() - t0)
     base = work / "run" / MODEL_FILE
     made: dict[str, Path] = {}
     rows = []

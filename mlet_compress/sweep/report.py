@@ -155,7 +155,7 @@ def _errors(rows: Sequence[Row]) -> list[str]:
     seen: dict[str, str] = {}
     for r in by(rows, lambda r: bool(r.get("error"))):
         seen.setdefault(r["stage"], r["error"])
-    return [f"- `{s}`: not measured on some cells — {e}" for s, e in seen.items()]
+    return [f"- stage `{s}`: not measured on some cells — {e}" for s, e in seen.items()]
 
 
 def _header(rows: Sequence[Row], cfg: SweepConfig) -> list[str]:
@@ -199,7 +199,7 @@ def report_markdown(rows: Sequence[Row], cfg: SweepConfig, figures: Sequence[str
     out += ["## Quality per stage, arm and size", ""] + stage_table(rows, cfg) + [""]
     errs = _errors(rows)
     if errs:
-        out += ["Stages not measured:", ""] + errs + [""]
+        out += ["Rows not measured (left out of every table above):", ""] + errs + [""]
     if figures:
         out += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
     return "\n".join(out)
