@@ -24,9 +24,12 @@ def diagnose_cmd(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of the spectra here (needs the [plots] extra)."),
     as_json: bool = typer.Option(False, "--json", help="Print the full diagnosis (every spectrum) as JSON."),
 ) -> None:
-    """Per MLET table: singular values of the projection, the table and the collapsed table; the learning-rate
-    amplification of the row-local update (eigenvalues of P Pᵀ: a single-layer model needs its embedding lr
-    multiplied by about the mean one to match, with SGD); and the cross-category share of an update.
+    """Diagnose MLET tables (paper §3): spectra, learning-rate amplification, cross-category share of updates.
+
+    Per uncollapsed MLET table: singular values of the projection P, the table T and the collapsed T Pᵀ; the
+    learning-rate amplification of the row-local update (eigenvalues of P Pᵀ: with SGD, a single-layer
+    model needs its embedding lr multiplied by about the mean one to match); and the cross-category share
+    of an update for random gradients on sampled rows.
 
     Example:
 
