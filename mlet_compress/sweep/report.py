@@ -152,10 +152,18 @@ def stage_table(rows: Sequence[Row], cfg: SweepConfig) -> list[str]:
 
 
 def _errors(rows: Sequence[Row]) -> list[str]:
-    seen: dict[str, str] = {}
+    """Cells whose training diverged (grouped by variant) and stages some cells refused (one reason each)."""
+    diverged: dict[str, list[int]] = {}
+    refused: dict[str, str] = {}
     for r in by(rows, lambda r: bool(r.get("error"))):
-        seen.setdefault(r["stage"], r["error"])
-    return [f"- stage `{s}`: not measured on some cells — {e}" for s, e in seen.items()]
+        if r["error"].startswith("training diverged"):
+            if r["stage"] == NO_STAGE:
+                diverged.setdefault(f"{r['model']} {r['variant']}", []).append(r["seed"])
+        else:
+            refused.setdefault(r["stage"], r["error"])
+    out = [f"- training diverged (loss NaN/Inf; the cell is never a tuned pick): {v}, seed(s) "
+           f"{', '.join(map(str, sorted(s)))}" for v, s in diverged.items()]
+    return out + [f"- stage `{s}` refused on some cells: {e}" for s, e in refused.items()]
 
 
 def _header(rows: Sequence[Row], cfg: SweepConfig) -> list[str]:
