@@ -50,6 +50,8 @@ from . import train as _train  # noqa: E402
 from . import eval_cmd as _eval  # noqa: E402
 from . import export_cmd as _export  # noqa: E402
 from . import export_torchrec as _export_torchrec  # noqa: E402
+from . import sweep as _sweep  # noqa: E402
+from . import diagnose as _diagnose  # noqa: E402
 
 app.command("collapse")(_collapse.collapse_cmd)
 app.command("inspect")(_inspect.inspect_cmd)
@@ -62,6 +64,8 @@ app.command("eval")(_eval.eval_cmd)
 app.command("export")(_export.export_cmd)
 app.command("cache")(_cache.cache_cmd)
 app.command("export-torchrec")(_export_torchrec.export_torchrec_cmd)
+app.command("sweep")(_sweep.sweep_cmd)
+app.command("diagnose")(_diagnose.diagnose_cmd)
 # --- end of command registration -------------------------------------------------------------
 
 

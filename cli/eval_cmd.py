@@ -49,8 +49,13 @@ def eval_cmd(
     t = Table(title=f"{checkpoint} ({res['model']}, {res['rows']:,} test rows)")
     t.add_column("metric")
     t.add_column("value", justify="right")
+    cal = res.get("calibration")
+    rows = [("AUC", res["test"].get("auc")), ("LogLoss", res["test"].get("logloss"))]
+    if cal:
+        rows = [rows[0], (f"LogLoss (calibrated, T={cal['temperature']:.3f})", res["test"].get("logloss")),
+                ("LogLoss (raw, uncalibrated)", cal["logloss_raw"])]
     for name, value in (
-        ("AUC", res["test"].get("auc")), ("LogLoss", res["test"].get("logloss")), ("PR-AUC", res["test"].get("pr_auc")),
+        *rows, ("PR-AUC", res["test"].get("pr_auc")),
         ("Set A PR-AUC (most frequent 10%)", res["set_a"].get("pr_auc")), ("Set A AUC", res["set_a"].get("auc")),
         ("Set B PR-AUC (least frequent 10%)", res["set_b"].get("pr_auc")), ("Set B AUC", res["set_b"].get("auc")),
     ):

@@ -89,6 +89,7 @@ def print_run(metrics: dict[str, Any], out_dir: Optional[Path]) -> None:
         ("Set B PR-AUC (least frequent 10%)", metrics["set_b"].get("pr_auc")),
         (f"val {'AUC' if metrics['select'] == 'auc' else 'LogLoss'} (selected epoch {metrics['selected_epoch']}/{metrics['epochs_run']})",
          metrics["val"].get(metrics["select"])),
+        *_calibration_rows(metrics.get("calibration")),
         ("embedding params, training", metrics["params"]["embedding_training"]),
         ("embedding params, inference", metrics["params"]["embedding_inference"]),
     ]
@@ -114,6 +115,14 @@ def print_hashing(hashing: Optional[dict[str, Any]]) -> None:
     err.print(f"hashed (ratio {hashing['ratio']}, tables of >= {hashing['min_rows']:,} rows): {done}")
     for name, why in sorted(hashing["skipped"].items()):
         err.print(f"  not hashed {name}: {why}")
+
+
+def _calibration_rows(cal: Optional[dict[str, Any]]) -> list[tuple[str, Any]]:
+    """Rows of the calibrated LogLoss (``--calibrate``), empty without calibration."""
+    if not cal:
+        return []
+    return [(f"test LogLoss calibrated (T={cal['temperature']:.3f} fitted on val)", cal["test_logloss"]),
+            ("val LogLoss raw -> calibrated", f"{cal['val_logloss_raw']:.4f} -> {cal['val_logloss']:.4f}")]
 
 
 def print_compare(res: Any) -> None:
@@ -176,6 +185,7 @@ def train_cmd(
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Maximum epochs (default 1, the paper's)."),
     patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Early-stop after P epochs without val improvement (default 2)."),
     select: str = typer.Option("auc", "--select", help="Validation metric that selects the epoch: auc or logloss."),
+    calibrate: bool = typer.Option(False, "--calibrate", help="Fit one temperature on validation (stored; eval applies it)."),
     seed: int = typer.Option(0, "--seed", help="Training seed."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<timestamp>, linked as runs/latest). Written as a hidden .NAME.incomplete directory until the run finishes."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty --out (its run files are replaced), or start over after an unfinished run."),
@@ -226,7 +236,7 @@ def train_cmd(
             model=model.lower(), dim=dim, inner_dim=mlet_k, init_std=init_std, hash_ratio=hash_ratio,
             hash_min_rows=hash_min_rows,
             optimizer=optimizer.lower() if optimizer else None, lr=lr, emb_lr_mult=emb_lr_mult, batch_size=batch_size,
-            epochs=epochs or 1, patience=patience if patience is not None else 2, select=select, seed=seed,
+            epochs=epochs or 1, patience=patience if patience is not None else 2, select=select, calibrate=calibrate, seed=seed,
             keep_factors=keep_factors, max_steps_per_epoch=max_steps, device=device, data=spec,
         )
         target = out_dir or default_run_dir()

@@ -49,6 +49,8 @@ class TrainConfig:
         epochs: maximum number of epochs (paper: 1).
         patience: stop after this many epochs without a validation improvement (None: never stop early).
         select: validation metric that selects the epoch whose weights are kept: ``auc`` or ``logloss``.
+        calibrate: fit one temperature on the validation split after training (post-hoc temperature
+            scaling, :mod:`~mlet_compress.training.calibration`); stored in the checkpoint so ``eval`` applies it.
         seed: training seed (initialisation, shuffling).
         sparse_grads: sparse table gradients where the optimizer supports them (SGD w/o momentum, Adagrad).
         keep_factors: also save the uncollapsed MLET factors (``factors.safetensors``).
@@ -80,6 +82,7 @@ class TrainConfig:
     epochs: int = 1
     patience: Optional[int] = 2
     select: str = "auc"
+    calibrate: bool = False
     seed: int = 0
     sparse_grads: bool = True
     keep_factors: bool = False

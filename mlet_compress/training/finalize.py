@@ -15,8 +15,9 @@ from torch import nn
 
 from .. import collapse, save_checkpoint
 from ..data import DataSplits, sample_log_frequency
-from ..metrics import evaluate
+from ..metrics import evaluate, log_loss
 from . import outputs as out_files
+from .calibration import calibrate, predict_logits, scaled_probs
 from .config import TrainConfig
 from .loop import FitState
 from .optim import count_parameters
@@ -53,6 +54,16 @@ def _core(m: dict[str, Any]) -> dict[str, Any]:
     return {k: m[k] for k in ("auc", "logloss", "pr_auc") if k in m}
 
 
+def _calibration(model: nn.Module, cfg: TrainConfig, splits: DataSplits, test_t: TensorData,
+                 device: torch.device) -> dict[str, float]:
+    """The validation-fitted temperature, plus the test LogLoss before and after applying it."""
+    cal = calibrate(model, TensorData.from_tabular(splits.val), cfg.eval_batch_size, device)
+    z = predict_logits(model, test_t, cfg.eval_batch_size, device)
+    y = test_t.labels.numpy().astype(np.float64)
+    return {**cal, "test_logloss_raw": log_loss(y, scaled_probs(z, 1.0)),
+            "test_logloss": log_loss(y, scaled_probs(z, cal["temperature"]))}
+
+
 def evaluate_and_save(model: nn.Module, cfg: TrainConfig, splits: DataSplits, st: FitState, device: torch.device,
                   out_dir: Optional[Path], minfo: Optional[dict], pre_dict: dict) -> tuple[dict[str, Any], dict]:
     """Test metrics of the selected weights (uncollapsed), then collapse MLET and save the checkpoints.
@@ -65,7 +76,9 @@ def evaluate_and_save(model: nn.Module, cfg: TrainConfig, splits: DataSplits, st
         minfo / pre_dict: :func:`model_info` and the preprocessor dict saved with the checkpoints.
 
     Returns:
-        ``(metrics, inference parameter counts)``; the caller adds ``params`` and the run totals.
+        ``(metrics, inference parameter counts)``; the caller adds ``params`` and the run totals. With
+        ``cfg.calibrate``, ``metrics["calibration"]`` holds the temperature and the validation/test LogLoss
+        before and after it (``test`` stays the model's own, uncalibrated output).
 
     Raises:
         NumericalError: the collapse equivalence check failed.
@@ -75,6 +88,9 @@ def evaluate_and_save(model: nn.Module, cfg: TrainConfig, splits: DataSplits, st
     probs = predict(model, test_t, cfg.eval_batch_size, device)
     test_metrics = evaluate(test_t.labels.numpy().astype(np.float64), probs, log_freq=log_freq)
     extra = checkpoint_extra(cfg, splits, pre_dict)
+    cal = _calibration(model, cfg, splits, test_t, device) if cfg.calibrate else None
+    if cal is not None:
+        extra["calibration"] = {k: cal[k] for k in ("temperature", "val_logloss_raw", "val_logloss")}
     if out_dir is not None and cfg.keep_factors and cfg.is_mlet:
         save_checkpoint(model, out_dir / out_files.FACTORS_FILE, model_info=minfo, extra=extra)
     collapse_diff = None
@@ -92,7 +108,7 @@ def evaluate_and_save(model: nn.Module, cfg: TrainConfig, splits: DataSplits, st
         "set_b": dict(test_metrics.get("set_b", {})),
         "val": dict(selected.get("val", {})),
         "selected_epoch": st.best_epoch, "epochs_run": st.epoch, "stopped_early": st.stopped_early,
-        "select": cfg.select, "collapse_max_abs_prob_diff": collapse_diff,
+        "select": cfg.select, "collapse_max_abs_prob_diff": collapse_diff, "calibration": cal,
     }, count_parameters(model)
 
 
