@@ -29,6 +29,7 @@ REFINE, REFINE_MIN_BITS = 20, 5
 SCALE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 #: float16 range a stored scale must lie in: normal numbers only (relative rounding error ≤ 2^-11).
 FP16_MIN_NORMAL, FP16_MAX = 2.0**-14, 65504.0
+FP16_MIN_SUBNORMAL = 2.0**-24
 
 
 def check_bits(bits: int, where: str = "quantization") -> int:
@@ -90,8 +91,11 @@ def cast_scale(scale: Tensor, scale_dtype, name: str = "table") -> Tensor:
     """Round searched scales to their storage dtype (float16: round to nearest), refusing what fp16 cannot hold.
 
     The codes must then be computed with the returned (rounded) scale, so that dequantization is
-    consistent; with fp16 the L2 error grows by at most ``2^-11·‖Ŵ‖`` over the fp32 scale's (see
-    ``docs/perf.md``).
+    consistent; with fp16 the L2 error grows by at most ``2^-11·‖Ŵ‖`` over the fp32 scale's where the
+    scale is in fp16's normal range (see ``docs/perf.md``). Smaller scales (rows of magnitude below
+    ≈ 6.1e-5·qmax, e.g. rows of categories never seen in training) are stored as fp16 subnormals, whose
+    absolute step 2^-24 adds at most ``2^-25·‖q‖`` to such a row's error; a scale that would round to
+    zero becomes the smallest subnormal, 2^-24.
 
     Args:
         scale: positive float32 scales, [] or [n]. scale_dtype: "fp32" or "fp16".
@@ -101,8 +105,7 @@ def cast_scale(scale: Tensor, scale_dtype, name: str = "table") -> Tensor:
         ``scale`` in the storage dtype (float32 scales are returned as float32 unchanged).
 
     Raises:
-        NumericalError: a scale above 65504 (overflow) or below 2^-14 ≈ 6.1e-5 (fp16-subnormal: its
-            rounding would cost more than 2^-11 relative) for fp16.
+        NumericalError: a scale above 65504 (fp16 overflow).
 
     Example:
         >>> cast_scale(torch.tensor([0.1, 1.0]), "fp16").tolist()
@@ -113,18 +116,16 @@ def cast_scale(scale: Tensor, scale_dtype, name: str = "table") -> Tensor:
     if dtype == torch.float32:
         return s
     s16 = s.to(torch.float16)
-    back = s16.to(torch.float32)
-    bad = torch.isinf(back) | (back < FP16_MIN_NORMAL)
+    bad = torch.isinf(s16)
     if bool(bad.any()):
         flat = bad.reshape(-1).nonzero()
         row = int(flat[0, 0])
         v = float(s.reshape(-1)[row])
         where = f"row {row}'s scale" if s.dim() else "the scale"
-        why = "overflows" if v > FP16_MAX else "is below the normal range of"
-        raise NumericalError(f"{name}: {where} {v:.4g} {why} float16 ({FP16_MIN_NORMAL:.3g}..{FP16_MAX:g}; "
+        raise NumericalError(f"{name}: {where} {v:.4g} overflows float16 (max {FP16_MAX:g}; "
                              f"{int(bad.sum())} scale(s) in all); use {{option}} or rescale the table",
                              option="scale_dtype", value="fp32")
-    return s16
+    return torch.where(s16 == 0, torch.full_like(s16, FP16_MIN_SUBNORMAL), s16)
 
 
 def candidate_scales(maxabs: Tensor, bits: int, grid: int) -> Tensor:
