@@ -9,7 +9,6 @@ import json
 import pytest
 import torch
 
-from torch import nn
 
 from mlet_compress import LowRankConfig, QuantConfig, compress_, load_checkpoint, load_model_state, save_checkpoint
 from mlet_compress.errors import CheckpointError, ConfigError
