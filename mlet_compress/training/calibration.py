@@ -27,7 +27,7 @@ from torch import nn
 
 from ..errors import DataError
 from ..metrics import log_loss
-from .predict import TensorData, unwrap
+from .predict import TensorData, predict_logits
 
 #: The temperature is searched in [1 / MAX_SCALE, MAX_SCALE] (beyond that the model carries no usable signal).
 MAX_SCALE = 1e3
@@ -87,26 +87,6 @@ def fit_temperature(logits: Any, labels: Any, *, tol: float = 1e-12, max_iter: i
             break
         s = cand
     return 1.0 / s
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, data: TensorData, batch_size: int, device: torch.device) -> np.ndarray:
-    """The model's logits (float64 numpy) for every row of ``data``, in order, in eval mode.
-
-    Example:
-        >>> # z = predict_logits(model, TensorData.from_tabular(splits.val), 4096, torch.device("cpu"))
-    """
-    m = unwrap(model)
-    was_training = m.training
-    m.eval()
-    out = []
-    try:
-        for start in range(0, len(data), batch_size):
-            sl = slice(start, start + batch_size)
-            out.append(m(data.dense[sl].to(device), data.sparse[sl].to(device)).float().reshape(-1).cpu().double())
-    finally:
-        m.train(was_training)
-    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float64)
 
 
 def scaled_probs(logits: np.ndarray, temperature: float) -> np.ndarray:

@@ -43,11 +43,11 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: TensorData, batch_size: int, device: torch.device) -> np.ndarray:
-    """Click probabilities (float64 numpy) of every row of ``data``, in order, in eval mode.
+def predict_logits(model: nn.Module, data: TensorData, batch_size: int, device: torch.device) -> np.ndarray:
+    """The model's logits (float64 numpy of the float32 logits) for every row of ``data``, in order, in eval mode.
 
     Example:
-        >>> # probs = predict(model, TensorData.from_tabular(splits.test), 4096, torch.device("cpu"))
+        >>> # z = predict_logits(model, TensorData.from_tabular(splits.val), 4096, torch.device("cpu"))
     """
     m = unwrap(model)
     was_training = m.training
@@ -56,13 +56,21 @@ def predict(model: nn.Module, data: TensorData, batch_size: int, device: torch.d
     try:
         for start in range(0, len(data), batch_size):
             sl = slice(start, start + batch_size)
-            logits = m(data.dense[sl].to(device), data.sparse[sl].to(device))
-            out.append(torch.sigmoid(logits.float()).reshape(-1).cpu().double())
+            out.append(m(data.dense[sl].to(device), data.sparse[sl].to(device)).float().reshape(-1).cpu().double())
     finally:
         m.train(was_training)
-    if not out:
-        return np.zeros(0, dtype=np.float64)
-    return torch.cat(out).numpy()
+    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float64)
 
 
-__all__ = ["TensorData", "predict", "unwrap"]
+def predict(model: nn.Module, data: TensorData, batch_size: int, device: torch.device) -> np.ndarray:
+    """Click probabilities (float64 numpy) of every row of ``data``, in order, in eval mode: the sigmoid of
+    :func:`predict_logits`, taken in float32 as the model computes it.
+
+    Example:
+        >>> # probs = predict(model, TensorData.from_tabular(splits.test), 4096, torch.device("cpu"))
+    """
+    z = torch.from_numpy(predict_logits(model, data, batch_size, device)).float()  # exact: float32 logits
+    return torch.sigmoid(z).double().numpy()
+
+
+__all__ = ["TensorData", "predict", "predict_logits", "unwrap"]
