@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
 
@@ -58,8 +59,10 @@ def _is_sharded(value: Any) -> bool:
 def _gather(value: Any, rank: int, dst: int) -> Optional[torch.Tensor]:
     """The whole tensor on ``dst`` (None elsewhere); a collective for a ShardedTensor."""
     if _is_sharded(value):
-        full = torch.empty(value.size(), dtype=value.dtype) if rank == dst else None
-        value.gather(dst=dst, out=full)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*deprecating ShardedTensor", category=FutureWarning)
+            full = torch.empty(value.size(), dtype=value.dtype) if rank == dst else None
+            value.gather(dst=dst, out=full)
         return full
     return value.detach() if rank == dst else None
 
