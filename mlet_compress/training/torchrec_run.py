@@ -33,6 +33,7 @@ import torch.distributed as dist
 from .. import MLETConfig, load_model_state, wrap
 from ..errors import ConfigError
 from ..integrations.torchrec_dlrm import TorchRecDLRM, plan_lines, plan_summary
+from ..integrations.torchrec_model import describe_tables
 from ..integrations.torchrec_save import meta_copy, save_sharded_checkpoint
 from ..integrations.torchrec_shard import shard_model
 from . import outputs as out_files
@@ -79,9 +80,7 @@ def _memory(skel: torch.nn.Module, dmp: torch.nn.Module, dense_opt: torch.optim.
     """Training bytes of the embedding parameters and their optimizer state, over all ranks (tables are
     split across ranks, not replicated): fused table state n floats (row-wise) or n×k (Adagrad), plus the
     projections' torch optimizer state."""
-    from ..integrations.torchrec_model import describe_tables
-
-    params = memory_bytes(skel)["embedding_params"]
+    params = 4 * _embedding_params(skel)
     state = 0
     for t in describe_tables(skel).values():
         width = t["inner_dim"] or t["embedding_dim"]
@@ -91,6 +90,16 @@ def _memory(skel: torch.nn.Module, dmp: torch.nn.Module, dense_opt: torch.optim.
             state += sum(v.numel() * v.element_size() for v in dense_opt.state.get(p, {}).values()
                          if isinstance(v, torch.Tensor))
     return {"embedding_params": params, "embedding_optimizer_state": state}
+
+
+def _embedding_params(skel: torch.nn.Module) -> int:
+    """Table and projection elements of the (MLET-)EBC: n·k + d·k per MLET table, n·d per single-layer one
+    (``count_parameters`` counts an MLET-EBC's inner tables only)."""
+    n = 0
+    for t in describe_tables(skel).values():
+        k = t["inner_dim"]
+        n += t["num_embeddings"] * (k or t["embedding_dim"]) + (t["embedding_dim"] * k if k else 0)
+    return n
 
 
 def _restore(dmp: torch.nn.Module, best: dict[str, Any]) -> None:
@@ -162,7 +171,7 @@ def _run(cfg: TrainConfig, splits: Any, work_dir: Any, info: DistInfo, cb: Train
     if cfg.is_mlet:
         wrap(model, MLETConfig(inner_dim=cfg.inner_dim, init_std=float(cfg.init_std), **cfg.mlet_kwargs))
     skel = meta_copy(model)  # the structure save_sharded_checkpoint writes from (DMP swaps the EBC in place)
-    params_train = count_parameters(skel)
+    params_train = {"embedding": _embedding_params(skel), "total": count_parameters(skel)["total"]}
     dmp = _shard(model, cfg, device)
     plan = plan_summary(dmp)
     if info.is_main:
