@@ -113,13 +113,16 @@ def test_auc_against_the_torch_engine_at_the_same_settings(one_process, tmp_path
     assert a > 0.56 and b > 0.56 and abs(a - b) < 0.05, (a, b)
 
 
-def test_two_ranks_with_torchrun_equal_one_process(one_process, tmp_path):
+@pytest.mark.parametrize("sharding", ["table_wise", "data_parallel"])
+def test_two_ranks_with_torchrun_equal_one_process(one_process, tmp_path, sharding):
+    """2 ranks (tables on rank 0 and 1 / replicated with dense SGD on them) = 1 process table-wise (fused SGD)."""
     out1, one, _ = one_process
     out2 = tmp_path / "two"
-    res = _cli("train", "--engine", "torchrec", *TINY, "--out", str(out2), "--json", torchrun=2)
+    res = _cli("train", "--engine", "torchrec", *TINY, "--sharding", sharding, "--out", str(out2), "--json", torchrun=2)
     assert res.returncode == 0, res.stderr[-3000:]
     two = json.loads((out2 / "metrics.json").read_text())
-    assert two["world_size"] == 2 and sorted({tuple(p["ranks"]) for p in two["sharding_plan"].values()}) == [(0,), (1,)]
+    ranks = sorted({tuple(p["ranks"]) for p in two["sharding_plan"].values()})
+    assert two["world_size"] == 2 and ranks == ([(0,), (1,)] if sharding == "table_wise" else [(0, 1)])
     assert [h["train_loss"] for h in two["history"]] == pytest.approx([h["train_loss"] for h in one["history"]], rel=1e-5)
     assert two["test"]["auc"] == pytest.approx(one["test"]["auc"], abs=1e-5)
     a, b = load_file(str(out1 / "model.safetensors")), load_file(str(out2 / "model.safetensors"))

@@ -41,7 +41,7 @@ from .config import TrainConfig
 from .ddp import DistInfo, barrier, resolve_device
 from .finalize import calibration_of, checkpoint_extra, model_info, run_metrics, test_metrics
 from .loop import FitHooks, LoopSettings, TrainCallback, fit, steps_per_epoch
-from .optim import count_parameters, memory_bytes
+from .optim import RowWiseAdagrad, count_parameters, memory_bytes
 from .predict import TensorData, predict
 from .run import TrainResult, _add_run_totals, load_data, model_kwargs
 
@@ -62,18 +62,32 @@ def check_config(cfg: TrainConfig) -> None:
                           option="hash_ratio", value=...)
 
 
-def _dense_optimizer(dmp: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The torch optimizer of the non-table parameters: projections at ``lr × emb_lr_mult``, the rest at ``lr``."""
-    proj, rest = [], []
+def _dense_optimizer(dmp: torch.nn.Module, cfg: TrainConfig, plan: dict[str, dict]) -> torch.optim.Optimizer:
+    """The torch optimizer of everything FBGEMM's fused optimizer does not update: the projections (at
+    ``lr × emb_lr_mult``), the MLPs (at ``lr``) and the tables of a data-parallel plan (compute kernel
+    ``dense``: replicated, gradients all-reduced by DDP; at ``lr × emb_lr_mult``, row-wise for
+    ``rowwise_adagrad``) — the torch engine's optimizer of the same name."""
+    dense_tables = {t for t, p in plan.items() if p["compute_kernel"] == "dense"}
+    tables, proj, rest = [], [], []
     for name, p in dmp.named_parameters():
-        if "embedding_bags" in name or not p.requires_grad:
-            continue  # the sharded tables: FBGEMM's fused optimizer updates them in backward()
+        if not p.requires_grad:
+            continue
+        if "embedding_bags" in name:
+            if any(f"embedding_bags.{t}." in name for t in dense_tables):
+                tables.append(p)
+            continue  # a sharded table: FBGEMM's fused optimizer updates it in backward()
         (proj if ".projs." in name else rest).append(p)
     lr = float(cfg.lr)
-    groups = [g for g in ({"params": proj, "lr": lr * cfg.emb_lr_mult}, {"params": rest, "lr": lr}) if g["params"]]
+    groups = [{"params": tables, "lr": lr * cfg.emb_lr_mult, "rowwise": True},
+              {"params": proj, "lr": lr * cfg.emb_lr_mult, "rowwise": False}, {"params": rest, "lr": lr, "rowwise": False}]
+    groups = [g for g in groups if g["params"]]
+    if cfg.optimizer == "rowwise_adagrad":
+        return RowWiseAdagrad(groups, lr=lr, eps=EPS)  # row-wise on dense tables, per-element elsewhere
+    for g in groups:
+        del g["rowwise"]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr)
-    return torch.optim.Adagrad(groups, lr=lr, eps=EPS)  # adagrad and rowwise_adagrad: per-element off the tables
+    return torch.optim.Adagrad(groups, lr=lr, eps=EPS)
 
 
 def _memory(skel: torch.nn.Module, dmp: torch.nn.Module, dense_opt: torch.optim.Optimizer, cfg: TrainConfig) -> dict[str, int]:
@@ -177,7 +191,7 @@ def _run(cfg: TrainConfig, splits: Any, work_dir: Any, info: DistInfo, cb: Train
     if info.is_main:
         for line in plan_lines(plan):
             cb.on_info(line)
-    dense_opt = _dense_optimizer(dmp, cfg)
+    dense_opt = _dense_optimizer(dmp, cfg, plan)
     pre_dict = splits.preprocessor.to_dict()
     main_dir = work_dir if info.is_main else None
     if main_dir is not None:
