@@ -129,13 +129,15 @@ def test_two_ranks_with_torchrun_equal_one_process(one_process, tmp_path, shardi
     assert sorted(a) == sorted(b) and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
-def test_cli_refusals_are_one_line():
-    line = _error_line(_cli("train", "--engine", "torchrec", "--model", "deepfm", *TINY))
+def test_cli_refusals_are_one_line(tmp_path):
+    out = ["--out", str(tmp_path / "run")]
+    line = _error_line(_cli("train", "--engine", "torchrec", "--model", "deepfm", *TINY, *out))
     assert "--engine 'torchrec' trains DLRM only" in line and "--model 'dlrm'" in line
-    line = _error_line(_cli("train", "--engine", "torchrec", "--sharding", "row_wise", *TINY))
+    assert not list(tmp_path.iterdir())  # refused before any output (no staging directory)
+    line = _error_line(_cli("train", "--engine", "torchrec", "--sharding", "row_wise", *TINY, *out))
     assert "--sharding 'row_wise' cannot be planned on cpu: No available sharding type" in line
-    assert "--engine torchrec" in _error_line(_cli("train", "--sharding", "column_wise", *TINY))
-    assert "--compare" in _error_line(_cli("train", "--engine", "torchrec", "--compare", *TINY))
+    assert "--engine torchrec" in _error_line(_cli("train", "--sharding", "column_wise", *TINY, *out))
+    assert "--compare" in _error_line(_cli("train", "--engine", "torchrec", "--compare", *TINY, *out))
 
 
 def test_import_train_does_not_import_torchrec():
@@ -212,3 +214,14 @@ def test_save_sharded_checkpoint_equals_gather_collapse_save(tmp_path, sharding)
     t0 = factors.tensors["sparse_arch.embedding_bag_collection.inner.embedding_bags.t0.weight"]
     p0 = factors.tensors["sparse_arch.embedding_bag_collection.projs.t0"]
     assert torch.allclose(original.sparse_arch.embedding_bag_collection.embedding_bags.t0.weight, t0 @ p0.T, atol=1e-6)
+
+
+def test_without_torchrec_the_engine_is_one_clear_error(tmp_path):
+    """Block torchrec in a fresh interpreter: `train --engine torchrec` says how to install, writes nothing."""
+    code = ("import sys; sys.modules['torchrec'] = None\n"
+            "sys.argv = ['mlet-compress', 'train', '--engine', 'torchrec', '--rows', '3000', '--out', 'run']\n"
+            "from mlet_compress.cli.app import main\nmain()\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 1 and res.stderr.count("\n") == 1, res.stderr[-2000:]
+    assert res.stderr.startswith("error:") and "mlet-compress[torchrec]" in res.stderr
+    assert not list(tmp_path.iterdir())

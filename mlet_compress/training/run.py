@@ -267,6 +267,11 @@ def train(
         DataError / CheckpointError: from the data loader or the resume state.
     """
     cfg = cfg.resolved()
+    if cfg.engine == "torchrec":  # refuse what the engine cannot run (and a missing torchrec) before any output
+        # late import: the TorchRec engine imports torchrec, which `import mlet_compress` must not
+        from .torchrec_run import check_config
+
+        check_config(cfg)
     info = setup(cfg.device)
     out_dir = Path(out) if out is not None else None
     if resume and out_dir is None:
@@ -398,5 +403,4 @@ def open_run_dir(out_dir: Path, force: bool, info: DistInfo) -> None:
 
 
 __all__ = ["TrainResult", "train", "train_in", "resume_run", "load_data", "build_training_model", "model_kwargs",
-           "prepare_model",
-           "model_info", "checkpoint_extra", "open_run_dir", "MAX_EMBEDDED_PREPROCESSOR_BYTES", "RESUME_KEYS"]
+           "prepare_model", "model_info", "checkpoint_extra", "open_run_dir", "MAX_EMBEDDED_PREPROCESSOR_BYTES", "RESUME_KEYS"]
