@@ -54,6 +54,9 @@ class RichProgress(TrainCallback):
             f"[dim]{self.name}[/] epoch {epoch}: train loss {record['train_loss']:.4f}{tail} ({record['seconds']:.1f}s)"
         )
 
+    def on_info(self, text: str) -> None:  # noqa: D102
+        self.progress.console.print(text)
+
     def on_run_end(self, name: str, metrics: dict[str, Any]) -> None:  # noqa: D102
         if self.task is not None:
             self.progress.remove_task(self.task)
@@ -198,6 +201,8 @@ def train_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: torch's choice)."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json (or compare.json) to stdout instead of tables."),
+    engine: str = typer.Option("torch", "--engine", help="torch (the package's models; DDP under torchrun) or torchrec (DLRM on TorchRec's EmbeddingBagCollection, sharded by DistributedModelParallel; needs the torchrec extra)."),
+    sharding: str = typer.Option("table_wise", "--sharding", help="--engine torchrec: table_wise, column_wise or data_parallel (row_wise needs CUDA)."),
 ) -> None:
     """Train a CTR model on a dataset (or the synthetic default) and save an inference-ready checkpoint.
 
@@ -206,7 +211,10 @@ def train_cmd(
     trains single-layer and MLET on the same data and seed; --tune-baseline adds single-layer models
     with raised embedding learning rates and compares MLET with the best of them on validation.
     Runs under `torchrun --nproc-per-node N` with DDP (rank 0 writes). A run that fails leaves only
-    .NAME.incomplete beside --out; --resume continues it, --force starts over.
+    .NAME.incomplete beside --out; --resume continues it, --force starts over. --engine torchrec trains
+    DLRM on TorchRec's EmbeddingBagCollection sharded by DistributedModelParallel (gloo on CPU, also in
+    one process), prints the sharding plan and writes the same run directory (rank 0 gathers, collapses
+    and writes one table at a time).
 
     Examples:
 
@@ -217,6 +225,8 @@ def train_cmd(
         mlet-compress train --model deepfm --data ../shared/data/avazu_sample/avazu_train_first8999.csv --format avazu --dim 8 --epochs 5 --out runs/avazu
 
         mlet-compress train --resume runs/avazu --epochs 8
+
+        torchrun --nproc-per-node 2 -m mlet_compress.cli.app train --engine torchrec --out runs/torchrec-engine
     """
     if threads is not None:
         torch.set_num_threads(threads)
@@ -225,6 +235,7 @@ def train_cmd(
             _resume(resume, epochs, patience, as_json)
             return
         _check_flags(data, format, rows, do_compare, tune_baseline)
+        _check_engine(engine.lower(), sharding.lower(), do_compare)
         spec = DataSpec(
             path=str(data.resolve()) if data else None, format=format or "synthetic", label=label,
             categorical=_csv(categorical), numeric=_csv(numeric),
@@ -238,6 +249,7 @@ def train_cmd(
             optimizer=optimizer.lower() if optimizer else None, lr=lr, emb_lr_mult=emb_lr_mult, batch_size=batch_size,
             epochs=epochs or 1, patience=patience if patience is not None else 2, select=select, calibrate=calibrate, seed=seed,
             keep_factors=keep_factors, max_steps_per_epoch=max_steps, device=device, data=spec,
+            engine=engine.lower(), sharding=sharding.lower(),
         )
         target = out_dir or default_run_dir()
         with RichProgress() as cb:
@@ -290,6 +302,17 @@ def _check_flags(data: Optional[Path], format: Optional[str], rows: Optional[int
         raise ConfigError("--rows sizes the synthetic default; drop it when passing --data")
     if tune_baseline and not do_compare:
         raise ConfigError("--tune-baseline only applies to --compare; add --compare")
+
+
+def _check_engine(engine: str, sharding: str, do_compare: bool) -> None:
+    """``--engine`` / ``--sharding`` combinations (before anything is read or trained)."""
+    if engine not in ("torch", "torchrec"):
+        raise ConfigError(f"--engine {engine!r} is unknown; use torch or torchrec")
+    if engine == "torch" and sharding != "table_wise":
+        raise ConfigError("--sharding applies to --engine torchrec; add --engine torchrec or drop --sharding")
+    if engine == "torchrec" and do_compare:
+        raise ConfigError("--compare runs the torch engine only; drop --engine torchrec (or train each variant with "
+                          "--mlet-k 0 and --mlet-k K)")
 
 
 def _report_run(metrics: dict[str, Any], out_dir: Optional[Path], as_json: bool) -> None:

@@ -4,15 +4,18 @@
     python examples/torchrec_dlrm.py --out runs/torchrec                        # one process (DMP, world size 1)
 
 1. builds ``torchrec.models.dlrm.DLRM`` over one ``EmbeddingBagCollection`` table per field of the data
-   (the synthetic default: 200k rows, 10 fields; or ``--data PATH --format criteo|avazu|...``);
+   (the synthetic default: 200k rows, 10 fields; or ``--data PATH --format criteo|avazu|...``), as the
+   library's ``TorchRecDLRM`` (the DLRM of ``mlet-compress train --engine torchrec``: it also takes the
+   package's ``(dense, ids)`` batches);
 2. ``mc.wrap(model, MLETConfig(inner_dim=k))`` swaps the EBC for an ``MLETEmbeddingBagCollection``;
 3. shards it with ``DistributedModelParallel`` (``shard_model``: stock ``EmbeddingBagCollectionSharder``,
    table-wise, fused FBGEMM ``EXACT_ROWWISE_ADAGRAD`` for the n×k tables; the k→d projections and the MLPs
    train data-parallel with torch Adagrad) and prints the sharding plan;
-4. gathers the trained state on rank 0 (``gather_state_dict``), which writes ``factors.safetensors``,
-   collapses (``mc.collapse``) and writes ``model.safetensors`` — loadable into the unwrapped DLRM with
-   ``strict=True`` — quantizes it (``compress_checkpoint(QuantConfig(bits=8, granularity="row"))``) and exports
-   the result as TorchRec's quantized EBC (``export_torchrec_quant``), printing the test AUC at every stage.
+4. writes ``factors.safetensors`` and the collapsed ``model.safetensors`` with ``save_sharded_checkpoint``
+   (every rank sends its shards of one table at a time to rank 0, which collapses and streams it to the
+   file: rank 0 never holds the whole model) — loadable into the unwrapped DLRM with ``strict=True`` —;
+   rank 0 quantizes it (``compress_checkpoint(QuantConfig(bits=8, granularity="row"))``) and exports the
+   result as TorchRec's quantized EBC (``export_torchrec_quant``), printing the test AUC at every stage.
 
 Needs the torchrec extra (``scripts/install-torchrec.sh``); see docs/torchrec.md.
 """
@@ -32,36 +35,32 @@ import mlet_compress as mc
 from mlet_compress.data import DataSpec, load_dataset
 from mlet_compress.metrics import roc_auc
 from mlet_compress.integrations import torchrec as mtr
-from torchrec.models.dlrm import DLRM
+from mlet_compress.integrations.torchrec_dlrm import TorchRecDLRM, plan_lines, plan_summary
 
 
-def build_dlrm(splits, dim: int, inner_dim: int, seed: int) -> DLRM:
-    """The DLRM of the data's fields (one table and one feature per field), MLET-wrapped when ``inner_dim``."""
+def build_dlrm(splits, dim: int, inner_dim: int, seed: int) -> TorchRecDLRM:
+    """The TorchRec DLRM of the data's fields (one table ``t_<field>`` per field), MLET-wrapped when ``inner_dim``."""
     pre = splits.preprocessor
-    tables = [mtr.EmbeddingBagConfig(name=f"t_{f}", embedding_dim=dim, num_embeddings=int(n), feature_names=[f])
-              for f, n in zip(pre.field_names, pre.vocab_sizes)]
     torch.manual_seed(seed)
-    model = DLRM(embedding_bag_collection=mtr.EmbeddingBagCollection(tables),
-                 dense_in_features=int(splits.train.dense.shape[1]), dense_arch_layer_sizes=[64, dim],
-                 over_arch_layer_sizes=[64, 32, 1])
+    model = TorchRecDLRM([int(n) for n in pre.vocab_sizes], int(splits.train.dense.shape[1]), dim,
+                         field_names=list(pre.field_names), bottom_mlp=[64], top_mlp=[64, 32])
     if inner_dim:
         mc.wrap(model, mc.MLETConfig(inner_dim=inner_dim, init_std=0.25, seed=seed))
     return model
 
 
-def batch(data, idx: torch.Tensor, fields: list[str]):
-    """``(dense, KeyedJaggedTensor, labels)`` of rows ``idx``: one id per field and row."""
-    sparse = torch.from_numpy(data.sparse[idx.numpy()])
-    kjt = mtr.KeyedJaggedTensor.from_lengths_sync(fields, sparse.T.reshape(-1), torch.ones(sparse.numel(), dtype=torch.int64))
-    return torch.from_numpy(data.dense[idx.numpy()]), kjt, torch.from_numpy(data.labels[idx.numpy()]).float()
+def batch(data, idx: torch.Tensor):
+    """``(dense, ids [B, fields], labels)`` of rows ``idx`` (the model turns the ids into a KeyedJaggedTensor)."""
+    i = idx.numpy()
+    return torch.from_numpy(data.dense[i]), torch.from_numpy(data.sparse[i]), torch.from_numpy(data.labels[i]).float()
 
 
 @torch.no_grad()
 def test_auc(model, splits, batch_size: int = 4096) -> float:
     """Test-split ROC AUC of an unsharded model."""
     model.eval()
-    fields, data = list(splits.preprocessor.field_names), splits.test
-    scores = [model(*batch(data, idx, fields)[:2]).squeeze(1) for idx in torch.arange(len(data.labels)).split(batch_size)]
+    data = splits.test
+    scores = [model(*batch(data, idx)[:2]) for idx in torch.arange(len(data.labels)).split(batch_size)]
     return roc_auc(data.labels, torch.cat(scores).numpy())
 
 
@@ -69,16 +68,16 @@ def train_sharded(model, splits, args, rank: int, world: int):
     """DMP-shard ``model`` and train it; returns the DMP module."""
     dmp = mtr.shard_model(model, args.sharding, "rowwise_adagrad", args.lr, min_partition=4)
     if rank == 0:
-        print(dmp.plan, flush=True)
+        print("\n".join(plan_lines(plan_summary(dmp))), flush=True)  # table: sharding type (kernel) on ranks
     dense = [p for n, p in dmp.named_parameters() if "embedding_bags" not in n]  # projections + MLPs (DDP)
     opt = torch.optim.Adagrad(dense, lr=args.lr)
-    fields, data = list(splits.preprocessor.field_names), splits.train
+    data = splits.train
     n = len(data.labels)
     for epoch in range(args.epochs):
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(args.seed + epoch))
         for step, gidx in enumerate(perm[: n - n % args.batch_size].split(args.batch_size)):
-            dense_x, kjt, y = batch(data, gidx.chunk(world)[rank], fields)  # each rank: its part of the batch
-            loss = F.binary_cross_entropy_with_logits(dmp(dense_x, kjt).squeeze(1), y)
+            dense_x, ids, y = batch(data, gidx.chunk(world)[rank])  # each rank: its part of the batch
+            loss = F.binary_cross_entropy_with_logits(dmp(dense_x, ids), y)
             opt.zero_grad()
             loss.backward()  # FBGEMM updates the sharded n×k tables here (fused row-wise Adagrad)
             opt.step()
@@ -87,15 +86,11 @@ def train_sharded(model, splits, args, rank: int, world: int):
     return dmp
 
 
-def finish(model, full_state, splits, args) -> None:
-    """Rank 0: save the MLET checkpoint, collapse, quantize, export; print the test AUC of each."""
+def finish(splits, args) -> None:
+    """Rank 0, after the checkpoints are written: quantize, export; print the test AUC of each stage."""
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model.load_state_dict(full_state, strict=True)
-    print(f"test AUC, MLET (trained sharded):         {test_auc(model, splits):.4f}")
-    mc.save_checkpoint(model, out / "factors.safetensors")
-    mc.collapse(model)
-    mc.save_checkpoint(model, out / "model.safetensors")
+    mlet = mc.load_model_state(build_dlrm(splits, args.dim, args.mlet_k, args.seed), out / "factors.safetensors")
+    print(f"test AUC, MLET (trained sharded):         {test_auc(mlet, splits):.4f}")
     original = mc.load_model_state(build_dlrm(splits, args.dim, 0, args.seed), out / "model.safetensors")  # strict
     print(f"test AUC, collapsed, in the original DLRM: {test_auc(original, splits):.4f}")
     rep = mc.compress_checkpoint(out / "model.safetensors", mc.QuantConfig(bits=8, granularity="row"), force=True)
@@ -131,12 +126,17 @@ def main() -> None:
                         synthetic={"num_rows": args.rows} if args.rows else None)
         splits = load_dataset(spec)  # every rank reads the same split
         model = build_dlrm(splits, args.dim, args.mlet_k, args.seed)
+        skel = mtr.meta_copy(model)  # the model's structure (no data), taken before DMP shards it in place
         dmp = train_sharded(model, splits, args, rank, world)
-        full = mtr.gather_state_dict(dmp)  # a collective: every rank sends its shards to rank 0
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        # collectives: every rank sends its shards of one table at a time; rank 0 collapses and writes
+        mtr.save_sharded_checkpoint(dmp, out / "factors.safetensors", skel, collapse_mlet=False)
+        mtr.save_sharded_checkpoint(dmp, out / "model.safetensors", skel)
         del dmp, model  # DMP holds the process group: free it so that destroy_process_group ends gloo's threads
         gc.collect()  # (a gloo thread still alive at interpreter exit can abort the process: docs/torchrec.md)
         if rank == 0:
-            finish(build_dlrm(splits, args.dim, args.mlet_k, args.seed), full, splits, args)
+            finish(splits, args)
         dist.barrier()
     finally:
         dist.destroy_process_group()

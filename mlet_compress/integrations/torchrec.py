@@ -7,6 +7,8 @@
   — whole-model helpers with per-table ``select(table)`` and k lookups (:mod:`.torchrec_model`).
 * :func:`shard_model`, :func:`ebc_sharder`, :func:`gather_state_dict` — ``DistributedModelParallel`` with the
   stock sharder and a fused row-wise Adagrad, and the unsharded state back for collapse (:mod:`.torchrec_shard`).
+* :func:`save_sharded_checkpoint`, :func:`meta_copy` — the collapsed checkpoint of a DMP model, gathered,
+  collapsed and streamed to rank 0 one table at a time (:mod:`.torchrec_save`).
 * :func:`to_torchrec_quant` — a quantized checkpoint's tables (or :class:`QuantTable` s) as a
   ``torchrec.quant.EmbeddingBagCollection`` in FBGEMM's fused row layout (:mod:`.torchrec_quant`);
   :func:`export_torchrec_quant` / :func:`load_torchrec_quant` write it to a file and rebuild it
@@ -38,13 +40,14 @@ from .torchrec_model import collapse_ebcs_, describe_tables, find_ebcs, replace_
 from .torchrec_export import ExportResult, export_torchrec_quant, load_torchrec_quant, to_torchrec_quant
 from .torchrec_quant import QuantEmbeddingBagCollection, QuantTable, fbgemm_rows, fp16_scale_error
 from .torchrec_shard import OPTIMIZERS, ebc_sharder, gather_state_dict, shard_model, sharding_constraints
+from .torchrec_save import meta_copy, save_sharded_checkpoint
 
 __all__ = [
     "INSTALL_HINT", "TorchRecUnavailableError", "MLETEmbeddingBagCollection", "wrap_ebc", "collapse_ebc",
     "factor_from_weight", "resolve_inner_dim", "find_ebcs", "replace_ebc", "wrap_ebcs_", "collapse_ebcs_",
     "describe_tables", "QuantTable", "fbgemm_rows", "fp16_scale_error", "to_torchrec_quant", "export_torchrec_quant",
     "load_torchrec_quant", "ExportResult", "OPTIMIZERS",
-    "ebc_sharder", "sharding_constraints", "shard_model", "gather_state_dict",
+    "ebc_sharder", "sharding_constraints", "shard_model", "gather_state_dict", "save_sharded_checkpoint", "meta_copy",
     # torchrec types, re-exported for convenience
     "EmbeddingBagCollection", "EmbeddingBagConfig", "PoolingType", "KeyedJaggedTensor", "KeyedTensor",
     "QuantEmbeddingBagCollection",

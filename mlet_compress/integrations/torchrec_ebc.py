@@ -229,16 +229,33 @@ class MLETEmbeddingBagCollection(EmbeddingBagCollectionInterface):
             w = self.inner.embedding_bags[table].weight
             if table not in self.projs:
                 return w.detach().clone()
-            p = self.projs[table].to(torch.float32)
+            p = self.projs[table]
             out = torch.empty(w.shape[0], p.shape[0], dtype=torch.float32, device=w.device)
-            for a in range(0, w.shape[0], chunk_rows):
-                out[a:a + chunk_rows] = w[a:a + chunk_rows].to(torch.float32) @ p.T
+            for a, rows in product_chunks(w, p, chunk_rows):
+                out[a:a + rows.shape[0]] = rows
             return out
 
     def extra_repr(self) -> str:  # noqa: D102
         return ", ".join(f"{c.name}: {c.num_embeddings}x{c.embedding_dim}" +
                          (f" (k={self.inner_dims[c.name]})" if self.inner_dims[c.name] else " (single-layer)")
                          for c in self._configs)
+
+
+@torch.no_grad()
+def product_chunks(table: Tensor, proj: Tensor, chunk_rows: int = 65536):
+    """Row chunks ``(start, T[a:b] @ P.T)`` of an MLET table's collapsed n×d product, fp32 accumulation.
+
+    The one place the collapse product is computed: :meth:`MLETEmbeddingBagCollection.effective_weight` and
+    the streamed, one-table-at-a-time :func:`~.torchrec_save.save_sharded_checkpoint` both use it, so their
+    tables are bitwise equal (same chunk boundaries, same matmul shapes).
+
+    Example:
+        >>> [(a, r.shape) for a, r in product_chunks(torch.ones(5, 3), torch.ones(2, 3), chunk_rows=4)]
+        [(0, torch.Size([4, 2])), (4, torch.Size([1, 2]))]
+    """
+    p = proj.detach().to(torch.float32)
+    for a in range(0, table.shape[0], chunk_rows):
+        yield a, table[a:a + chunk_rows].detach().to(torch.float32) @ p.T
 
 
 @torch.no_grad()
@@ -371,7 +388,9 @@ def collapse_ebc(mlet_ebc: MLETEmbeddingBagCollection, check: bool = True) -> Em
         raise ConfigError(f"collapse_ebc: the inner EBC is a {type(mlet_ebc.inner).__name__}; load the trained state "
                           "into an unsharded MLETEmbeddingBagCollection and collapse that")
     cfgs = [dataclasses.replace(c) for c in mlet_ebc.embedding_bag_configs()]
-    out = EmbeddingBagCollection(cfgs, is_weighted=mlet_ebc.is_weighted(), device=mlet_ebc.device)
+    weights = [p for p in mlet_ebc.inner.parameters()]  # where the tables are now (e.g. meta, for a structure copy)
+    device = weights[0].device if weights else mlet_ebc.device
+    out = EmbeddingBagCollection(cfgs, is_weighted=mlet_ebc.is_weighted(), device=device)
     with torch.no_grad():
         for c in cfgs:
             dest = out.embedding_bags[c.name].weight
@@ -383,5 +402,5 @@ def collapse_ebc(mlet_ebc: MLETEmbeddingBagCollection, check: bool = True) -> Em
 
 __all__ = [
     "MLETEmbeddingBagCollection", "TorchRecUnavailableError", "INSTALL_HINT", "resolve_inner_dim", "factor_from_weight",
-    "wrap_ebc", "collapse_ebc",
+    "wrap_ebc", "collapse_ebc", "product_chunks",
 ]

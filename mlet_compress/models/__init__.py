@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from typing import Any
 
@@ -39,8 +40,16 @@ MODELS: dict[str, type] = {
 }
 
 
+#: Models of optional integrations, imported only when built (``eval`` of a ``--engine torchrec`` run), so
+#: ``import mlet_compress`` never imports their library: name -> (module, class).
+LAZY_MODELS: dict[str, tuple[str, str]] = {"torchrec_dlrm": ("mlet_compress.integrations.torchrec_dlrm", "TorchRecDLRM")}
+
+
 def _lookup(name: str) -> type:
     key = str(name).strip().lower()
+    if key in LAZY_MODELS:
+        module, attr = LAZY_MODELS[key]
+        return getattr(importlib.import_module(module), attr)
     if key not in MODELS:
         raise ConfigError(f"model {name!r} is unknown; use one of {sorted(MODELS)}")
     return MODELS[key]

@@ -18,6 +18,9 @@ from ..models import default_optimizer
 
 OPTIMIZERS = ("sgd", "adagrad", "rowwise_adagrad")
 SELECT = ("auc", "logloss")
+ENGINES = ("torch", "torchrec")
+#: TorchRec sharding types ``--sharding`` accepts; on CPU the planner refuses row_wise (it needs CUDA).
+SHARDINGS = ("table_wise", "column_wise", "data_parallel", "row_wise")
 
 
 def _from_dict(cls, d: dict[str, Any]):
@@ -62,6 +65,10 @@ class TrainConfig:
         mlet_kwargs: extra ``MLETConfig`` arguments (``target_modules``, ``table_init``, ...).
         log_every: steps between progress callbacks.
         data: the :class:`DataSpec` of the run.
+        engine: ``torch`` (the package's models, DDP under torchrun) or ``torchrec`` (DLRM only: TorchRec's
+            ``EmbeddingBagCollection`` sharded by ``DistributedModelParallel``, :mod:`.torchrec_run`).
+        sharding: the TorchRec sharding type of every table (``torchrec`` engine): ``table_wise``,
+            ``column_wise``, ``data_parallel`` (``row_wise`` needs CUDA: the planner refuses it on CPU).
 
     Example:
         >>> cfg = TrainConfig(model="dlrm", dim=8, inner_dim=64).resolved()
@@ -94,6 +101,8 @@ class TrainConfig:
     mlet_kwargs: dict[str, Any] = field(default_factory=dict)
     log_every: int = 10
     data: DataSpec = field(default_factory=DataSpec)
+    engine: str = "torch"
+    sharding: str = "table_wise"
 
     def __post_init__(self) -> None:
         if isinstance(self.data, dict):
@@ -119,6 +128,10 @@ class TrainConfig:
              f"max_steps_per_epoch must be >= 1, got {self.max_steps_per_epoch}"),
             (self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}"),
             (self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}"),
+            (self.engine in ENGINES, f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}"),
+            (self.sharding in SHARDINGS, f"sharding must be one of {', '.join(SHARDINGS)}, got {self.sharding!r}"),
+            (self.engine == "torchrec" or self.sharding == "table_wise",
+             f"sharding={self.sharding!r} applies to the TorchRec engine only; add engine='torchrec'"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -183,4 +196,4 @@ class TrainConfig:
         return _from_dict(cls, d)
 
 
-__all__ = ["TrainConfig", "DataSpec", "OPTIMIZERS", "SELECT"]
+__all__ = ["TrainConfig", "DataSpec", "OPTIMIZERS", "SELECT", "ENGINES", "SHARDINGS"]

@@ -64,6 +64,41 @@ def _calibration(model: nn.Module, cfg: TrainConfig, splits: DataSplits, test_t:
             "test_logloss": log_loss(y, scaled_probs(z, cal["temperature"]))}
 
 
+def test_metrics(model: nn.Module, cfg: TrainConfig, splits: DataSplits,
+                 device: torch.device) -> tuple[dict[str, Any], np.ndarray, TensorData]:
+    """``metrics.evaluate`` of ``model`` on the test split (with the Set A / Set B frequency sets).
+
+    Returns:
+        ``(metrics, probabilities, test tensors)``.
+    """
+    test_t = TensorData.from_tabular(splits.test)
+    log_freq = np.asarray(sample_log_frequency(splits.preprocessor, splits.test.sparse), dtype=np.float64)
+    probs = predict(model, test_t, cfg.eval_batch_size, device)
+    return evaluate(test_t.labels.numpy().astype(np.float64), probs, log_freq=log_freq), probs, test_t
+
+
+def calibration_of(model: nn.Module, cfg: TrainConfig, splits: DataSplits, test_t: TensorData,
+                   device: torch.device) -> dict[str, float]:
+    """The validation-fitted temperature and the test LogLoss before and after it (``--calibrate``)."""
+    return _calibration(model, cfg, splits, test_t, device)
+
+
+def run_metrics(cfg: TrainConfig, st: FitState, tm: dict[str, Any], collapse_diff: Optional[float],
+                cal: Optional[dict[str, float]]) -> dict[str, Any]:
+    """The ``metrics.json`` core of a run (before ``params`` and the run totals)."""
+    selected = next((r for r in st.history if r["epoch"] == st.best_epoch), st.history[-1] if st.history else {})
+    return {
+        "variant": cfg.variant, "model": cfg.model, "dim": cfg.dim, "inner_dim": cfg.inner_dim,
+        "emb_lr_mult": cfg.emb_lr_mult, "seed": cfg.seed,
+        "test": _core(tm),
+        "set_a": dict(tm.get("set_a", {})),
+        "set_b": dict(tm.get("set_b", {})),
+        "val": dict(selected.get("val", {})),
+        "selected_epoch": st.best_epoch, "epochs_run": st.epoch, "stopped_early": st.stopped_early,
+        "select": cfg.select, "collapse_max_abs_prob_diff": collapse_diff, "calibration": cal,
+    }
+
+
 def evaluate_and_save(model: nn.Module, cfg: TrainConfig, splits: DataSplits, st: FitState, device: torch.device,
                   out_dir: Optional[Path], minfo: Optional[dict], pre_dict: dict) -> tuple[dict[str, Any], dict]:
     """Test metrics of the selected weights (uncollapsed), then collapse MLET and save the checkpoints.
@@ -83,10 +118,7 @@ def evaluate_and_save(model: nn.Module, cfg: TrainConfig, splits: DataSplits, st
     Raises:
         NumericalError: the collapse equivalence check failed.
     """
-    test_t = TensorData.from_tabular(splits.test)
-    log_freq = np.asarray(sample_log_frequency(splits.preprocessor, splits.test.sparse), dtype=np.float64)
-    probs = predict(model, test_t, cfg.eval_batch_size, device)
-    test_metrics = evaluate(test_t.labels.numpy().astype(np.float64), probs, log_freq=log_freq)
+    tm, probs, test_t = test_metrics(model, cfg, splits, device)
     extra = checkpoint_extra(cfg, splits, pre_dict)
     cal = _calibration(model, cfg, splits, test_t, device) if cfg.calibrate else None
     if cal is not None:
@@ -99,17 +131,8 @@ def evaluate_and_save(model: nn.Module, cfg: TrainConfig, splits: DataSplits, st
         collapse_diff = float(np.max(np.abs(predict(model, test_t, cfg.eval_batch_size, device) - probs), initial=0.0))
     if out_dir is not None:
         save_checkpoint(model, out_dir / out_files.MODEL_FILE, model_info=minfo, extra=extra)
-    selected = next((r for r in st.history if r["epoch"] == st.best_epoch), st.history[-1] if st.history else {})
-    return {
-        "variant": cfg.variant, "model": cfg.model, "dim": cfg.dim, "inner_dim": cfg.inner_dim,
-        "emb_lr_mult": cfg.emb_lr_mult, "seed": cfg.seed,
-        "test": _core(test_metrics),
-        "set_a": dict(test_metrics.get("set_a", {})),
-        "set_b": dict(test_metrics.get("set_b", {})),
-        "val": dict(selected.get("val", {})),
-        "selected_epoch": st.best_epoch, "epochs_run": st.epoch, "stopped_early": st.stopped_early,
-        "select": cfg.select, "collapse_max_abs_prob_diff": collapse_diff, "calibration": cal,
-    }, count_parameters(model)
+    return run_metrics(cfg, st, tm, collapse_diff, cal), count_parameters(model)
 
 
-__all__ = ["MAX_EMBEDDED_PREPROCESSOR_BYTES", "model_info", "checkpoint_extra", "evaluate_and_save"]
+__all__ = ["MAX_EMBEDDED_PREPROCESSOR_BYTES", "model_info", "checkpoint_extra", "evaluate_and_save", "test_metrics",
+           "calibration_of", "run_metrics"]

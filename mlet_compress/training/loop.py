@@ -44,6 +44,9 @@ class TrainCallback:
     def on_epoch_end(self, epoch: int, record: dict[str, Any]) -> None:
         """Epoch ``epoch`` (1-based) finished; ``record`` holds ``train_loss``, ``val`` metrics, ``seconds``."""
 
+    def on_info(self, text: str) -> None:
+        """A line worth showing before training starts (the TorchRec engine's sharding plan)."""
+
     def on_run_end(self, name: str, metrics: dict[str, Any]) -> None:
         """The run finished; ``metrics`` is the content of ``metrics.json``."""
 
@@ -279,6 +282,13 @@ def validate(
     return metrics, (score if math.isfinite(score) else None)
 
 
+def _snapshot(value: Any) -> Any:
+    """A CPU copy of a state-dict value; of a ShardedTensor (TorchRec engine), the list of this rank's shards."""
+    if hasattr(value, "local_shards"):
+        return [s.tensor.detach().to("cpu", copy=True) for s in value.local_shards()]
+    return value.detach().to("cpu", copy=True)
+
+
 def update_selection(st: FitState, model: nn.Module, score: Optional[float], settings: LoopSettings) -> None:
     """Keep epoch ``st.epoch``'s weights if it improved (or there is no score); count bad epochs, stop early.
 
@@ -294,7 +304,7 @@ def update_selection(st: FitState, model: nn.Module, score: Optional[float], set
     """
     if score is None or st.best_score is None or score > st.best_score:
         st.best_score, st.best_epoch, st.bad_epochs = score, st.epoch, 0
-        st.best_state = {k: v.detach().to("cpu", copy=True) for k, v in unwrap(model).state_dict().items()}
+        st.best_state = {k: _snapshot(v) for k, v in unwrap(model).state_dict().items()}
     else:
         st.bad_epochs += 1
         if settings.patience is not None and st.bad_epochs >= settings.patience and st.epoch < settings.epochs:

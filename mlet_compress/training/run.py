@@ -93,15 +93,20 @@ def build_training_model(cfg: TrainConfig, splits: Any, sparse: bool) -> nn.Modu
         The freshly initialised model (on CPU). DLRM gets the paper's bottom MLP: 512-256-128-d on
         Criteo, 256-128-d on other data (``cfg.model_kwargs`` overrides).
     """
+    return build_model(cfg.model, **model_kwargs(cfg, splits, sparse))
+
+
+def model_kwargs(cfg: TrainConfig, splits: Any, sparse: bool) -> dict[str, Any]:
+    """The constructor arguments :func:`build_training_model` passes (also the TorchRec engine's DLRM sizes)."""
     pre = splits.preprocessor
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         vocab_sizes=[int(v) for v in pre.vocab_sizes], num_dense=int(splits.train.dense.shape[1]),
         embed_dim=cfg.dim, field_names=list(pre.field_names), sparse=sparse,
     )
     if cfg.model == "dlrm" and cfg.data.format != "criteo" and kwargs["num_dense"] > 0:
         kwargs["bottom_mlp"] = [256, 128]  # paper §4: 256-128-d on Avazu, 512-256-128-d on Criteo (the default)
     kwargs.update(cfg.model_kwargs)
-    return build_model(cfg.model, **kwargs)
+    return kwargs
 
 
 def prepare_model(model: nn.Module, cfg: TrainConfig) -> nn.Module:
@@ -262,10 +267,18 @@ def train(
         DataError / CheckpointError: from the data loader or the resume state.
     """
     cfg = cfg.resolved()
+    if cfg.engine == "torchrec":  # refuse what the engine cannot run (and a missing torchrec) before any output
+        # late import: the TorchRec engine imports torchrec, which `import mlet_compress` must not
+        from .torchrec_run import check_config
+
+        check_config(cfg)
     info = setup(cfg.device)
     out_dir = Path(out) if out is not None else None
     if resume and out_dir is None:
         raise ConfigError("resume=True needs out= (the run directory to continue)")
+    if resume and cfg.engine == "torchrec":
+        raise ConfigError("a TorchRec-engine run cannot be resumed (it saves no state.pt); train it again with {force}",
+                          option="force")
     stage = None
     if out_dir is not None:
         marker = {"kind": "run", "train_config": cfg.to_dict()}
@@ -308,6 +321,14 @@ def train_in(cfg: TrainConfig, splits: Any, work_dir: Optional[Path], info: Dist
     Returns:
         The :class:`TrainResult` (``out_dir`` is ``work_dir``).
     """
+    if cfg.engine == "torchrec":
+        if build_fn is not None:
+            raise ConfigError("build_fn trains a custom model with the torch engine; drop it or use {engine}",
+                              option="engine", value="torch")
+        # late import: the TorchRec engine imports torchrec, which `import mlet_compress` must not
+        from .torchrec_run import train_in_torchrec
+
+        return train_in_torchrec(cfg, splits, work_dir, info, callback=callback)
     device = resolve_device(cfg.device, info)
     if work_dir is not None and info.is_main:
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -381,5 +402,5 @@ def open_run_dir(out_dir: Path, force: bool, info: DistInfo) -> None:
         out_files.prepare_run_dir(out_dir, force=force)
 
 
-__all__ = ["TrainResult", "train", "train_in", "resume_run", "load_data", "build_training_model", "prepare_model",
-           "model_info", "checkpoint_extra", "open_run_dir", "MAX_EMBEDDED_PREPROCESSOR_BYTES", "RESUME_KEYS"]
+__all__ = ["TrainResult", "train", "train_in", "resume_run", "load_data", "build_training_model", "model_kwargs",
+           "prepare_model", "model_info", "checkpoint_extra", "open_run_dir", "MAX_EMBEDDED_PREPROCESSOR_BYTES", "RESUME_KEYS"]
