@@ -60,17 +60,6 @@ def check_run_dir(path: PathLike, *, force: bool = False) -> Path:
     return p
 
 
-def prepare_run_dir(path: PathLike, *, force: bool = False) -> Path:
-    """:func:`check_run_dir`, then create the directory.
-
-    Raises:
-        ConfigError: as :func:`check_run_dir`.
-    """
-    p = check_run_dir(path, force=force)
-    p.mkdir(parents=True, exist_ok=True)
-    return p
-
-
 def jsonable(obj: Any) -> Any:
     """``obj`` with dataclasses, numpy values, paths and non-finite floats made JSON-friendly."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
@@ -177,6 +166,6 @@ def find_run_file(checkpoint: PathLike, name: str) -> Optional[Path]:
 
 __all__ = [
     "MODEL_FILE", "FACTORS_FILE", "METRICS_FILE", "CONFIG_FILE", "PREPROCESSOR_FILE", "STATE_FILE", "COMPARE_FILE",
-    "default_run_dir", "check_run_dir", "prepare_run_dir", "jsonable", "write_json", "read_json", "atomic_write_bytes",
+    "default_run_dir", "check_run_dir", "jsonable", "write_json", "read_json", "atomic_write_bytes",
     "save_state", "load_state", "find_run_file",
 ]

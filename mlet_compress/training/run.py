@@ -122,12 +122,13 @@ def prepare_model(model: nn.Module, cfg: TrainConfig) -> nn.Module:
     Raises:
         TargetingError: ``cfg.mlet_kwargs`` select no embedding table.
     """
-    hashing_report(model, cfg)
+    apply_train_stages(model, cfg)
     return model
 
 
-def hashing_report(model: nn.Module, cfg: TrainConfig) -> Optional[dict[str, Any]]:
-    """:func:`prepare_model`'s work, returning what hashing did (``metrics.json``'s ``hashing``).
+def apply_train_stages(model: nn.Module, cfg: TrainConfig) -> Optional[dict[str, Any]]:
+    """Apply the train-time stages in place (hashing, then the MLET wrap) and return what hashing did
+    (``metrics.json``'s ``hashing``): :func:`prepare_model`'s work, with its report.
 
     Returns:
         None without ``cfg.hash_ratio``; else ``{"ratio", "min_rows", "hashed": {name: {"rows",
@@ -169,7 +170,7 @@ def _build_job(cfg: TrainConfig, splits: DataSplits, info: DistInfo, device: tor
     sparse = _sparse_grads(cfg, info, device)
     model = (build_fn or build_training_model)(cfg, splits, sparse)
     minfo = model_info(model)
-    hashing = hashing_report(model, cfg)
+    hashing = apply_train_stages(model, cfg)
     params_train = count_parameters(model)
     model.to(device)
     optimizer = build_optimizer(model, cfg.optimizer, float(cfg.lr), cfg.emb_lr_mult)
@@ -393,14 +394,5 @@ def resume_run(
     return train(cfg, out=run_dir, resume=True, callback=callback)
 
 
-def open_run_dir(out_dir: Path, force: bool, info: DistInfo) -> None:
-    """Every rank checks ``out_dir`` (so a refusal stops all ranks, not only rank 0), then rank 0 creates it
-    (unstaged: :func:`train` and ``compare`` stage their directories with :mod:`.staging`)."""
-    out_files.check_run_dir(out_dir, force=force)
-    barrier(info)
-    if info.is_main:
-        out_files.prepare_run_dir(out_dir, force=force)
-
-
 __all__ = ["TrainResult", "train", "train_in", "resume_run", "load_data", "build_training_model", "model_kwargs",
-           "prepare_model", "model_info", "checkpoint_extra", "open_run_dir", "MAX_EMBEDDED_PREPROCESSOR_BYTES", "RESUME_KEYS"]
+           "prepare_model", "model_info", "checkpoint_extra", "MAX_EMBEDDED_PREPROCESSOR_BYTES", "RESUME_KEYS"]
