@@ -12,9 +12,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mlet_compress.errors import ConfigError
 from mlet_compress.sweep import SweepCallback, SweepConfig, run_sweep
-from mlet_compress.train import DataSpec
 from mlet_compress.training.outputs import jsonable
 
+from . import data_options as _data
 from ._common import err, out
 
 
@@ -66,23 +66,19 @@ def _floats(name: str, value: Optional[str]) -> tuple[float, ...]:
         raise ConfigError(f"--{name} {value!r}: expected comma-separated numbers") from None
 
 
-def _strs(value: Optional[str]) -> Optional[list[str]]:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
-
-
 def sweep_cmd(
     model: str = typer.Option("dlrm", "--model", help="Comma-separated models (dlrm, deepfm, wdl, ...)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Data file/folder. Omit for the synthetic default."),
-    format: Optional[str] = typer.Option(None, "--format", help="criteo, avazu, movielens, libfm or csv (with --data)."),
-    label: Optional[str] = typer.Option(None, "--label", help="csv: label column."),
-    categorical: Optional[str] = typer.Option(None, "--categorical", help="csv: comma-separated categorical columns."),
-    numeric: Optional[str] = typer.Option(None, "--numeric", help="csv: comma-separated numeric columns."),
-    val_data: Optional[Path] = typer.Option(None, "--val-data", help="Separate validation file (same format)."),
-    test_data: Optional[Path] = typer.Option(None, "--test-data", help="Separate test file (same format)."),
-    min_freq: int = typer.Option(1, "--min-freq", min=1, help="Rarer categories map to the field's OOV id."),
-    split_seed: int = typer.Option(0, "--split-seed", help="Seed of the data split."),
-    skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Skip and count malformed rows."),
-    rows: Optional[int] = typer.Option(None, "--rows", min=1000, help="Synthetic default only: rows generated (default 200,000)."),
+    data: Optional[Path] = _data.DATA,
+    format: Optional[str] = _data.FORMAT,
+    label: Optional[str] = _data.LABEL,
+    categorical: Optional[str] = _data.CATEGORICAL,
+    numeric: Optional[str] = _data.NUMERIC,
+    val_data: Optional[Path] = _data.VAL_DATA,
+    test_data: Optional[Path] = _data.TEST_DATA,
+    min_freq: int = _data.MIN_FREQ,
+    split_seed: int = _data.SPLIT_SEED,
+    skip_bad_rows: bool = _data.SKIP_BAD_ROWS,
+    rows: Optional[int] = _data.ROWS,
     dims: str = typer.Option("4,8,16", "--dims", help="Embedding dimensions d."),
     mlet_k: str = typer.Option("64", "--mlet-k", help="MLET inner dimensions k (one MLET arm each)."),
     seeds: str = typer.Option("0,1,2", "--seeds", help="Training seeds (arms are paired by seed)."),
@@ -123,17 +119,12 @@ def sweep_cmd(
         raise ConfigError("--rows sizes the synthetic default; drop it when passing --data")
     if threads is not None:
         torch.set_num_threads(threads)
-    spec = DataSpec(
-        path=str(data.resolve()) if data else None, format=format or "synthetic", label=label,
-        categorical=_strs(categorical), numeric=_strs(numeric),
-        val_data=str(val_data.resolve()) if val_data else None, test_data=str(test_data.resolve()) if test_data else None,
-        min_freq=min_freq, seed=split_seed, skip_bad_rows=skip_bad_rows,
-        synthetic={"num_rows": rows} if rows is not None else None,
-    )
+    spec = _data.data_spec(data, format, label, categorical, numeric, val_data, test_data, min_freq, split_seed,
+                           skip_bad_rows, rows)
     cfg = SweepConfig(
-        models=tuple(_strs(model) or ()), dims=_ints("dims", dims), ks=_ints("mlet-k", mlet_k), seeds=_ints("seeds", seeds),
+        models=tuple(_data.csv_list(model) or ()), dims=_ints("dims", dims), ks=_ints("mlet-k", mlet_k), seeds=_ints("seeds", seeds),
         tune_baseline=tune_baseline, emb_lr_mults=_floats("emb-lr-mults", emb_lr_mults),
-        stages=tuple(_strs(stages) or ()), hash_ratios=_floats("hash-ratios", hash_ratios), epochs=epochs,
+        stages=tuple(_data.csv_list(stages) or ()), hash_ratios=_floats("hash-ratios", hash_ratios), epochs=epochs,
         patience=patience, select=select, batch_size=batch_size, optimizer=optimizer.lower() if optimizer else None,
         lr=lr, init_std=init_std, calibrate=calibrate, max_steps_per_epoch=max_steps, device=device, data=spec,
     )

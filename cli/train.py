@@ -12,11 +12,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mlet_compress.errors import ConfigError
-from mlet_compress.train import DataSpec, TrainCallback, TrainConfig, compare, resume_compare, resume_run, train
+from mlet_compress.train import TrainCallback, TrainConfig, compare, resume_compare, resume_run, train
 from mlet_compress.training.ddp import distributed_session, is_main_process
 from mlet_compress.training.outputs import default_run_dir, jsonable
 from mlet_compress.training.staging import describe_resume, link_latest, run_kind
 
+from . import data_options as _data
 from ._common import err, out
 
 
@@ -159,23 +160,19 @@ def print_compare(res: Any) -> None:
         err.print(f"wrote {res.out_dir}/ (compare.json and one run directory per variant)")
 
 
-def _csv(value: Optional[str]) -> Optional[list[str]]:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
-
-
 def train_cmd(
     model: str = typer.Option("dlrm", "--model", help="dlrm, wdl, deepfm, xdeepfm, dcn, autoint or nfm."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Data file/folder. Omit to train on the synthetic default."),
-    format: Optional[str] = typer.Option(None, "--format", help="criteo, avazu, movielens, libfm or csv (needed with --data)."),
-    label: Optional[str] = typer.Option(None, "--label", help="csv: label column."),
-    categorical: Optional[str] = typer.Option(None, "--categorical", help="csv: comma-separated categorical columns."),
-    numeric: Optional[str] = typer.Option(None, "--numeric", help="csv: comma-separated numeric columns."),
-    val_data: Optional[Path] = typer.Option(None, "--val-data", help="Separate validation file (same format)."),
-    test_data: Optional[Path] = typer.Option(None, "--test-data", help="Separate test file (same format)."),
-    min_freq: int = typer.Option(1, "--min-freq", min=1, help="Rarer categories map to the field's OOV id."),
-    split_seed: int = typer.Option(0, "--split-seed", help="Seed of the data split (the synthetic rows have their own fixed seed)."),
-    skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Skip and count malformed rows."),
-    rows: Optional[int] = typer.Option(None, "--rows", min=1000, help="Synthetic default only: number of rows generated."),
+    data: Optional[Path] = _data.DATA,
+    format: Optional[str] = _data.FORMAT,
+    label: Optional[str] = _data.LABEL,
+    categorical: Optional[str] = _data.CATEGORICAL,
+    numeric: Optional[str] = _data.NUMERIC,
+    val_data: Optional[Path] = _data.VAL_DATA,
+    test_data: Optional[Path] = _data.TEST_DATA,
+    min_freq: int = _data.MIN_FREQ,
+    split_seed: int = _data.SPLIT_SEED,
+    skip_bad_rows: bool = _data.SKIP_BAD_ROWS,
+    rows: Optional[int] = _data.ROWS,
     dim: int = typer.Option(16, "--dim", min=1, help="Embedding dimension d (at inference)."),
     mlet_k: int = typer.Option(64, "--mlet-k", min=0, help="MLET inner dimension k; 0 = single-layer tables."),
     init_std: Optional[float] = typer.Option(None, "--init-std", help="MLET projection init std (paper: 0.25 DLRM, 0.5 others)."),
@@ -236,13 +233,8 @@ def train_cmd(
             return
         _check_flags(data, format, rows, do_compare, tune_baseline)
         _check_engine(engine.lower(), sharding.lower(), do_compare)
-        spec = DataSpec(
-            path=str(data.resolve()) if data else None, format=format or "synthetic", label=label,
-            categorical=_csv(categorical), numeric=_csv(numeric),
-            val_data=str(val_data.resolve()) if val_data else None, test_data=str(test_data.resolve()) if test_data else None,
-            min_freq=min_freq, seed=split_seed, skip_bad_rows=skip_bad_rows,
-            synthetic={"num_rows": rows} if rows is not None else None,
-        )
+        spec = _data.data_spec(data, format, label, categorical, numeric, val_data, test_data, min_freq, split_seed,
+                            skip_bad_rows, rows)
         cfg = TrainConfig(
             model=model.lower(), dim=dim, inner_dim=mlet_k, init_std=init_std, hash_ratio=hash_ratio,
             hash_min_rows=hash_min_rows,
@@ -254,7 +246,7 @@ def train_cmd(
         target = out_dir or default_run_dir()
         with RichProgress() as cb:
             if do_compare:
-                mults = [float(m) for m in _csv(emb_lr_mults) or []] if tune_baseline else None
+                mults = [float(m) for m in _data.csv_list(emb_lr_mults) or []] if tune_baseline else None
                 res = compare(cfg, emb_lr_mults=mults, out=target, force=force, callback=cb)
             else:
                 res = train(cfg, out=target, force=force, callback=cb)
